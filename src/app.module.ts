@@ -1,0 +1,36 @@
+import { BullModule } from '@nestjs/bull';
+import { Module } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
+import { EventEmitterModule } from '@nestjs/event-emitter';
+import { AuthModule } from './auth/auth.module';
+import { BackendModule } from './backend/backend.module';
+import { AllExceptionsFilter } from './common/all-exceptions.filter';
+import { AppConfig } from './config/app-config';
+import { AppConfigModule } from './config/config.module';
+import { DashboardModule } from './dashboard/dashboard.module';
+import { DatabaseModule } from './database/database.module';
+import { EventsModule } from './events/events.module';
+import { HealthModule } from './health/health.module';
+import { InstancesModule } from './instances/instances.module';
+import { JobsModule } from './jobs/jobs.module';
+
+@Module({
+  imports: [
+    AppConfigModule,
+    DatabaseModule,
+    EventEmitterModule.forRoot(),
+    BullModule.forRootAsync({
+      inject: [AppConfig],
+      useFactory: (config: AppConfig) => ({ redis: config.redisUrl, prefix: config.queuePrefix }),
+    }),
+    AuthModule,
+    InstancesModule,
+    EventsModule,
+    JobsModule,
+    BackendModule,
+    HealthModule,
+    DashboardModule,
+  ],
+  providers: [{ provide: APP_FILTER, useClass: AllExceptionsFilter }],
+})
+export class AppModule {}

@@ -1,0 +1,55 @@
+import { INestApplication, ValidationPipe } from '@nestjs/common';
+import { NestExpressApplication } from '@nestjs/platform-express';
+import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import type { NextFunction, Request, Response } from 'express';
+import { AppConfig } from './config/app-config';
+
+export const BODY_LIMIT_BYTES = 65_536;
+
+/**
+ * Everything `main.ts` does to the app before it listens, shared with the e2e tests so that they
+ * run the same HTTP stack users meet.
+ */
+export function configureApp(app: NestExpressApplication): void {
+  const config = app.get(AppConfig);
+  app.disable('x-powered-by');
+  app.useBodyParser('json', { limit: BODY_LIMIT_BYTES });
+  app.useGlobalPipes(
+    new ValidationPipe({
+      whitelist: true,
+      forbidNonWhitelisted: true,
+      forbidUnknownValues: true,
+      transform: true,
+      validationError: { target: false, value: false },
+    }),
+  );
+  if (!config.servesHttp) {
+    // APP_ROLE=worker answers health checks only.
+    app.use((req: Request, res: Response, next: NextFunction) => {
+      if (req.path === '/api/health') return next();
+      res.status(404).json({ statusCode: 404, error: 'Not Found', message: 'This process is a worker; it serves /api/health only' });
+    });
+    return;
+  }
+  setupSwagger(app);
+}
+
+export function setupSwagger(app: INestApplication): void {
+  const document = SwaggerModule.createDocument(
+    app,
+    new DocumentBuilder()
+      .setTitle('Provisor')
+      .setDescription(
+        'VM instances on a state machine. Actions answer `202` with the instance in a `*_scheduled` ' +
+          'state; poll `GET /api/instances/{id}` or read `GET /api/events` to follow it.',
+      )
+      .setVersion('1')
+      .addBearerAuth({ type: 'http', scheme: 'bearer', description: 'An API token from POST /api/users or ADMIN_TOKEN' })
+      .build(),
+  );
+  SwaggerModule.setup('api/docs', app, document, {
+    jsonDocumentUrl: 'api/docs-json',
+    customSiteTitle: 'Provisor API',
+    swaggerOptions: { persistAuthorization: true },
+  });
+}

@@ -1,0 +1,16 @@
+import { createParamDecorator, ExecutionContext, SetMetadata } from '@nestjs/common';
+import type { Actor } from './actor';
+
+export const PUBLIC_ROUTE = 'provisor:public';
+export const STAFF_ONLY = 'provisor:staff';
+
+/** The route needs no token. */
+export const Public = () => SetMetadata(PUBLIC_ROUTE, true);
+
+/** The route is for staff; anyone else gets `403` before anything else is checked. */
+export const Staff = () => SetMetadata(STAFF_ONLY, true);
+
+/** The authenticated caller. */
+export const CurrentUser = createParamDecorator(
+  (_: unknown, ctx: ExecutionContext): Actor => ctx.switchToHttp().getRequest().actor,
+);

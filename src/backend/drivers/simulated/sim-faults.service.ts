@@ -1,0 +1,89 @@
+import { Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { randomUUID } from 'node:crypto';
+import { Repository } from 'typeorm';
+import { DomainError } from '../../../common/domain-error';
+import { TransactionRunner } from '../../../database/transaction-runner';
+import { FaultMode, SimFault, SimOperation } from './sim-fault.entity';
+import { SimVm } from './sim-vm.entity';
+
+export interface NewFault {
+  operation: SimOperation;
+  instanceId?: string;
+  mode: FaultMode;
+  message?: string;
+  times?: number;
+}
+
+const DEFAULT_MESSAGE: Record<FaultMode, string> = {
+  error: 'injected failure',
+  transient: 'injected transient failure',
+  hang: 'injected hang',
+};
+
+@Injectable()
+export class SimFaultsService {
+  constructor(
+    @InjectRepository(SimFault) private readonly faults: Repository<SimFault>,
+    @InjectRepository(SimVm) private readonly vms: Repository<SimVm>,
+    private readonly tx: TransactionRunner,
+  ) {}
+
+  async arm(input: NewFault): Promise<SimFault> {
+    const fault: SimFault = {
+      id: randomUUID(),
+      operation: input.operation,
+      instanceId: input.instanceId ?? null,
+      mode: input.mode,
+      message: input.message || DEFAULT_MESSAGE[input.mode],
+      remaining: input.times ?? 1,
+      createdAt: new Date(),
+    };
+    await this.tx.run((em) => em.insert(SimFault, fault));
+    return fault;
+  }
+
+  list(): Promise<SimFault[]> {
+    return this.faults.find({ order: { createdAt: 'ASC' } });
+  }
+
+  async disarm(id: string): Promise<void> {
+    const result = await this.tx.run((em) => em.delete(SimFault, { id }));
+    if (!result.affected) throw DomainError.notFound('Fault');
+  }
+
+  listVms(instanceId?: string): Promise<SimVm[]> {
+    return this.vms.find({ where: instanceId ? { instanceId } : {}, order: { createdAt: 'ASC' } });
+  }
+
+  /**
+   * Takes one hit from the first armed fault that matches, the instance's own before any
+   * instance's. The decrement is conditional, so concurrent operations never share a hit.
+   */
+  async consume(operation: SimOperation, instanceId: string): Promise<SimFault | null> {
+    return this.tx.run(async (em) => {
+      const candidates = await em
+        .createQueryBuilder(SimFault, 'f')
+        .where('f.operation = :operation', { operation })
+        .andWhere('(f.instance_id = :instanceId OR f.instance_id IS NULL)', { instanceId })
+        .andWhere('f.remaining > 0')
+        .orderBy('CASE WHEN f.instance_id IS NULL THEN 1 ELSE 0 END', 'ASC')
+        .addOrderBy('f.created_at', 'ASC')
+        .limit(5)
+        .getMany();
+      for (const fault of candidates) {
+        const hit = await em
+          .createQueryBuilder()
+          .update(SimFault)
+          .set({ remaining: () => 'remaining - 1' })
+          .where('id = :id AND remaining > 0', { id: fault.id })
+          .execute();
+        if (hit.affected === 1) {
+          await em.delete(SimFault, { id: fault.id, remaining: 0 });
+          return fault;
+        }
+      }
+      return null;
+    });
+  }
+}

@@ -1,0 +1,147 @@
+import { Injectable } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { EntityManager } from 'typeorm';
+import { AppConfig } from '../../../config/app-config';
+import { TransactionRunner } from '../../../database/transaction-runner';
+import {
+  BackendError,
+  CloudBackend,
+  OperationContext,
+  VmPowerState,
+  VmSpec,
+} from '../../cloud-backend';
+import { SimFaultsService } from './sim-faults.service';
+import { SimOperation } from './sim-fault.entity';
+import { SimVm } from './sim-vm.entity';
+
+/**
+ * A fake cloud that keeps its VMs in the database (tables of its own), so they survive a restart
+ * and every process sees the same cloud. Each operation takes `SIM_LATENCY_MS`, obeys armed
+ * faults, and is idempotent per operation id.
+ */
+@Injectable()
+export class SimulatedBackend implements CloudBackend {
+  constructor(
+    private readonly tx: TransactionRunner,
+    private readonly faults: SimFaultsService,
+    private readonly config: AppConfig,
+  ) {}
+
+  async provision(ctx: OperationContext, spec: VmSpec): Promise<{ backendId: string }> {
+    await this.prelude(ctx, 'provision');
+    return this.tx.run(async (em) => {
+      // One VM per instance: a re-run of provisioning finds the VM it made.
+      const existing = await em.findOneBy(SimVm, { instanceId: ctx.instanceId });
+      if (existing) return { backendId: existing.backendId };
+      const now = new Date();
+      const vm: SimVm = {
+        backendId: `sim-${randomUUID()}`,
+        instanceId: ctx.instanceId,
+        ...spec,
+        state: 'online',
+        lastOperationId: ctx.operationId,
+        opCounts: { provision: 1 },
+        createdAt: now,
+        updatedAt: now,
+      };
+      await em.insert(SimVm, vm);
+      return { backendId: vm.backendId };
+    });
+  }
+
+  start(ctx: OperationContext, backendId: string): Promise<void> {
+    return this.mutate(ctx, 'start', backendId, (vm) => {
+      if (vm.state === 'online') return false;
+      vm.state = 'online';
+      return true;
+    });
+  }
+
+  stop(ctx: OperationContext, backendId: string): Promise<void> {
+    return this.mutate(ctx, 'stop', backendId, (vm) => {
+      if (vm.state === 'offline') return false;
+      vm.state = 'offline';
+      return true;
+    });
+  }
+
+  restart(ctx: OperationContext, backendId: string): Promise<void> {
+    return this.mutate(ctx, 'restart', backendId, (vm) => {
+      if (vm.state !== 'online') {
+        throw new BackendError(`simulated backend error: VM ${backendId} is not running`, false);
+      }
+      return true;
+    });
+  }
+
+  resize(ctx: OperationContext, backendId: string, flavor: string): Promise<void> {
+    return this.mutate(ctx, 'resize', backendId, (vm) => {
+      if (vm.state !== 'offline') {
+        throw new BackendError(`simulated backend error: VM ${backendId} must be stopped to resize`, false);
+      }
+      if (vm.flavor === flavor) return false;
+      vm.flavor = flavor;
+      return true;
+    });
+  }
+
+  async delete(ctx: OperationContext, backendId: string): Promise<void> {
+    await this.prelude(ctx, 'delete');
+    await this.tx.run(async (em) => {
+      const vm = await em.findOneBy(SimVm, { backendId });
+      if (!vm || vm.state === 'deleted') return;
+      vm.state = 'deleted';
+      await this.save(em, vm, ctx, 'delete');
+    });
+  }
+
+  async describe(ctx: OperationContext, backendId: string): Promise<{ state: VmPowerState } | null> {
+    await this.prelude(ctx, 'pull');
+    const vm = await this.tx.run((em) => em.findOneBy(SimVm, { backendId }));
+    return vm && vm.state !== 'deleted' ? { state: vm.state } : null;
+  }
+
+  /** Armed faults first, then the simulated time the operation takes. */
+  private async prelude(ctx: OperationContext, operation: SimOperation): Promise<void> {
+    const fault = await this.faults.consume(operation, ctx.instanceId);
+    if (fault?.mode === 'hang') {
+      await sleep(2 ** 31 - 1, undefined, { signal: ctx.signal }).catch(() => undefined);
+      throw new BackendError(`simulated backend error: ${operation} did not answer`, false);
+    }
+    if (fault) {
+      throw new BackendError(`simulated backend error: ${fault.message}`, fault.mode === 'transient');
+    }
+    if (this.config.simLatencyMs > 0) {
+      await sleep(this.config.simLatencyMs, undefined, { signal: ctx.signal }).catch(() => undefined);
+    }
+    if (ctx.signal.aborted) {
+      throw new BackendError(`simulated backend error: ${operation} was cancelled`, false);
+    }
+  }
+
+  private async mutate(
+    ctx: OperationContext,
+    operation: SimOperation,
+    backendId: string,
+    change: (vm: SimVm) => boolean,
+  ): Promise<void> {
+    await this.prelude(ctx, operation);
+    await this.tx.run(async (em) => {
+      const vm = await em.findOneBy(SimVm, { backendId });
+      if (!vm || vm.state === 'deleted') {
+        throw new BackendError(`simulated backend error: VM ${backendId || '(none)'} does not exist`, false);
+      }
+      if (vm.lastOperationId === ctx.operationId) return;
+      if (change(vm)) await this.save(em, vm, ctx, operation);
+      else await em.update(SimVm, { backendId }, { lastOperationId: ctx.operationId });
+    });
+  }
+
+  private async save(em: EntityManager, vm: SimVm, ctx: OperationContext, operation: SimOperation) {
+    vm.opCounts = { ...vm.opCounts, [operation]: (vm.opCounts[operation] ?? 0) + 1 };
+    vm.lastOperationId = ctx.operationId;
+    vm.updatedAt = new Date();
+    await em.save(SimVm, vm);
+  }
+}

@@ -1,0 +1,52 @@
+import { AppRole, BackendDriver, Environment } from './environment';
+
+export type DatabaseKind = 'sqlite' | 'postgres';
+
+/** Typed, validated configuration; the only view of the environment the rest of the code has. */
+export class AppConfig {
+  readonly port: number;
+  readonly host: string;
+  readonly databaseUrl: string;
+  readonly databaseKind: DatabaseKind;
+  readonly redisUrl: string;
+  readonly queuePrefix: string;
+  readonly role: AppRole;
+  readonly adminToken?: string;
+  readonly backendDriver: BackendDriver;
+  readonly simLatencyMs: number;
+  readonly jobTimeoutMs: number;
+  readonly stuckAfterMs: number;
+  readonly workerConcurrency: number;
+  readonly jobAttempts: number;
+  readonly jobBackoffMs: number;
+  readonly relayIntervalMs: number;
+  readonly sweepIntervalMs: number;
+
+  constructor(env: Environment) {
+    this.port = env.PORT;
+    this.host = env.HOST;
+    this.databaseUrl = env.DATABASE_URL;
+    this.databaseKind = env.DATABASE_URL.startsWith('sqlite:') ? 'sqlite' : 'postgres';
+    this.redisUrl = env.REDIS_URL;
+    this.queuePrefix = env.QUEUE_PREFIX;
+    this.role = env.APP_ROLE;
+    this.adminToken = env.ADMIN_TOKEN;
+    this.backendDriver = env.BACKEND_DRIVER;
+    this.simLatencyMs = env.SIM_LATENCY_MS;
+    this.jobTimeoutMs = env.JOB_TIMEOUT_MS;
+    this.stuckAfterMs = env.STUCK_AFTER_MS;
+    this.workerConcurrency = env.WORKER_CONCURRENCY;
+    this.jobAttempts = env.JOB_ATTEMPTS;
+    this.jobBackoffMs = env.JOB_BACKOFF_MS;
+    this.relayIntervalMs = env.RELAY_INTERVAL_MS;
+    this.sweepIntervalMs = env.SWEEP_INTERVAL_MS;
+  }
+
+  get servesHttp(): boolean {
+    return this.role !== 'worker';
+  }
+
+  get runsWorkers(): boolean {
+    return this.role !== 'api';
+  }
+}

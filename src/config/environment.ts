@@ -1,0 +1,133 @@
+import { plainToInstance, Transform } from 'class-transformer';
+import {
+  IsIn,
+  IsInt,
+  IsOptional,
+  IsString,
+  Matches,
+  Max,
+  MaxLength,
+  Min,
+  MinLength,
+  validateSync,
+} from 'class-validator';
+
+export const APP_ROLES = ['all', 'api', 'worker'] as const;
+export type AppRole = (typeof APP_ROLES)[number];
+export const BACKEND_DRIVERS = ['simulated'] as const;
+export type BackendDriver = (typeof BACKEND_DRIVERS)[number];
+
+const toInt = ({ value }: { value: unknown }) =>
+  typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
+const emptyToUndefined = ({ value }: { value: unknown }) => (value === '' ? undefined : value);
+
+/**
+ * The process environment as Provisor reads it. Every variable has a default that works on a
+ * developer's machine; `.env.example` documents each one.
+ */
+export class Environment {
+  @Transform(toInt)
+  @IsInt()
+  @Min(0)
+  @Max(65535)
+  PORT = 3000;
+
+  @IsString()
+  HOST = '127.0.0.1';
+
+  @Matches(/^(sqlite:.+|postgres(ql)?:\/\/.+)$/, {
+    message:
+      'DATABASE_URL must be sqlite:PATH, sqlite::memory: or postgres://user:pass@host:port/db',
+  })
+  DATABASE_URL = 'sqlite:data/provisor.sqlite';
+
+  @Matches(/^rediss?:\/\/.+/, { message: 'REDIS_URL must be a redis:// or rediss:// URL' })
+  REDIS_URL = 'redis://127.0.0.1:6379';
+
+  @Matches(/^[A-Za-z0-9_.:-]{1,64}$/, {
+    message: 'QUEUE_PREFIX must be 1 to 64 letters, digits or _ . : -',
+  })
+  QUEUE_PREFIX = 'provisor';
+
+  @IsIn(APP_ROLES, { message: `APP_ROLE must be one of: ${APP_ROLES.join(', ')}` })
+  APP_ROLE: AppRole = 'all';
+
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @IsString()
+  @MinLength(16, { message: 'ADMIN_TOKEN must be at least 16 characters' })
+  @MaxLength(256)
+  ADMIN_TOKEN?: string;
+
+  @IsIn(BACKEND_DRIVERS, { message: `BACKEND_DRIVER must be one of: ${BACKEND_DRIVERS.join(', ')}` })
+  BACKEND_DRIVER: BackendDriver = 'simulated';
+
+  @Transform(toInt)
+  @IsInt()
+  @Min(0)
+  SIM_LATENCY_MS = 1000;
+
+  @Transform(toInt)
+  @IsInt()
+  @Min(1)
+  JOB_TIMEOUT_MS = 60000;
+
+  @Transform(toInt)
+  @IsInt()
+  @Min(1000)
+  STUCK_AFTER_MS = 1800000;
+
+  @Transform(toInt)
+  @IsInt()
+  @Min(1)
+  @Max(1000)
+  WORKER_CONCURRENCY = 10;
+
+  @Transform(toInt)
+  @IsInt()
+  @Min(1)
+  @Max(100)
+  JOB_ATTEMPTS = 5;
+
+  @Transform(toInt)
+  @IsInt()
+  @Min(1)
+  JOB_BACKOFF_MS = 1000;
+
+  @Transform(toInt)
+  @IsInt()
+  @Min(10)
+  RELAY_INTERVAL_MS = 1000;
+
+  @Transform(toInt)
+  @IsInt()
+  @Min(100)
+  SWEEP_INTERVAL_MS = 60000;
+}
+
+/**
+ * Validates the raw environment once, at boot. Unknown variables are ignored (the process
+ * environment holds far more than ours); a bad value of ours stops the start with a message
+ * that names the variable.
+ */
+export function validateEnvironment(raw: Record<string, unknown>): Environment {
+  const own = Object.fromEntries(
+    Object.keys(new Environment())
+      .concat('ADMIN_TOKEN')
+      .filter((key) => raw[key] !== undefined)
+      .map((key) => [key, raw[key]]),
+  );
+  const env = plainToInstance(Environment, own, { exposeDefaultValues: true });
+  const errors = validateSync(env, { whitelist: true });
+  if (errors.length > 0) {
+    const lines = errors.flatMap((e) => Object.values(e.constraints ?? {}));
+    throw new Error(`Invalid configuration:\n  - ${lines.join('\n  - ')}`);
+  }
+  if (env.APP_ROLE !== 'all' && env.DATABASE_URL.startsWith('sqlite:')) {
+    throw new Error(
+      `Invalid configuration:\n  - APP_ROLE=${env.APP_ROLE} needs PostgreSQL: SQLite is embedded ` +
+        'in one process, so split roles cannot share it. Set DATABASE_URL=postgres://… or APP_ROLE=all',
+    );
+  }
+  return env;
+}

@@ -1,0 +1,39 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import type { DataSourceOptions } from 'typeorm';
+import type { AppConfig } from '../config/app-config';
+import { MIGRATIONS } from './migration-list';
+
+/**
+ * One place that turns `DATABASE_URL` into TypeORM options, for the app and for the TypeORM CLI.
+ * Schema changes are migrations run at start on both databases; `synchronize` stays off.
+ */
+export function dataSourceOptions(
+  config: Pick<AppConfig, 'databaseUrl' | 'databaseKind'>,
+): DataSourceOptions {
+  const common = {
+    migrations: MIGRATIONS,
+    migrationsRun: true,
+    synchronize: false,
+    logging: ['error'] as ('error' | 'warn')[],
+  };
+  if (config.databaseKind === 'postgres') {
+    return { ...common, type: 'postgres', url: config.databaseUrl, poolSize: 20 };
+  }
+  const path = config.databaseUrl.slice('sqlite:'.length);
+  const database = path === ':memory:' ? ':memory:' : resolve(path);
+  if (database !== ':memory:') mkdirSync(dirname(database), { recursive: true });
+  return {
+    ...common,
+    type: 'better-sqlite3',
+    database,
+    prepareDatabase: (db: { pragma(sql: string): unknown }) => {
+      // WAL lets readers run beside the single writer; FULL keeps a committed transition durable
+      // across a power cut, not only a process crash.
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = FULL');
+      db.pragma('busy_timeout = 5000');
+      db.pragma('foreign_keys = ON');
+    },
+  };
+}

@@ -1,0 +1,4 @@
+import { InitialSchema1764000000000 } from './migrations/1764000000000-initial-schema';
+
+/** Every migration, oldest first. Imported as classes so the built app needs no glob. */
+export const MIGRATIONS = [InitialSchema1764000000000];

@@ -1,0 +1,39 @@
+import { Injectable } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import { Mutex } from 'async-mutex';
+import { DataSource, EntityManager } from 'typeorm';
+import { DateUtils } from 'typeorm/util/DateUtils';
+
+/**
+ * Runs write transactions. TypeORM's SQLite driver shares ONE connection, so two interleaved
+ * transactions on it would nest and corrupt each other: on SQLite every write transaction takes
+ * a process-wide mutex. PostgreSQL gets one pooled connection per transaction and needs none.
+ * Every write in Provisor goes through here.
+ */
+@Injectable()
+export class TransactionRunner {
+  private readonly sqliteWriteLock: Mutex | null;
+
+  constructor(@InjectDataSource() private readonly dataSource: DataSource) {
+    this.sqliteWriteLock = this.isSqlite ? new Mutex() : null;
+  }
+
+  get isSqlite(): boolean {
+    return this.dataSource.options.type === 'better-sqlite3';
+  }
+
+  run<T>(work: (manager: EntityManager) => Promise<T>): Promise<T> {
+    if (this.sqliteWriteLock) {
+      return this.sqliteWriteLock.runExclusive(() => this.dataSource.transaction(work));
+    }
+    return this.dataSource.transaction(work);
+  }
+
+  /**
+   * A time as a query parameter. TypeORM converts entity values, not raw parameters, and SQLite
+   * stores times as UTC text: compare like with like.
+   */
+  timeParam(date: Date): Date | string {
+    return this.isSqlite ? DateUtils.mixedDateToUtcDatetimeString(date) : date;
+  }
+}

@@ -1,0 +1,54 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { Type } from 'class-transformer';
+import { IsInt, IsOptional, IsUUID, Max, Min } from 'class-validator';
+import type { InstanceEvent } from '../../state-machine/instance-event.entity';
+
+export class ListEventsQuery {
+  @ApiPropertyOptional({ format: 'uuid', description: 'Only events of this instance' })
+  @IsOptional()
+  @IsUUID('all', { message: 'instance_id must be a UUID' })
+  instance_id?: string;
+
+  @ApiPropertyOptional({ description: 'An event id: only later events are listed' })
+  @IsOptional()
+  @Type(() => Number)
+  @IsInt({ message: 'after must be an event id (a whole number)' })
+  @Min(0, { message: 'after must be an event id (a whole number)' })
+  after?: number;
+
+  @ApiPropertyOptional({ minimum: 1, maximum: 500, default: 100 })
+  @IsOptional()
+  @Type(() => Number)
+  @IsInt({ message: 'limit must be a whole number from 1 to 500' })
+  @Min(1, { message: 'limit must be a whole number from 1 to 500' })
+  @Max(500, { message: 'limit must be a whole number from 1 to 500' })
+  limit: number = 100;
+}
+
+export class EventDto {
+  @ApiProperty({ description: 'Increasing; pass as `after` to read on' }) id: number;
+  @ApiProperty({
+    example: 'instance.start.succeeded',
+    description: 'instance.<action>.scheduled|started|succeeded|failed, instance.updated or instance.deleted',
+  })
+  type: string;
+  @ApiProperty({ format: 'uuid' }) instance_id: string;
+  @ApiProperty({ description: "The instance's state after the event; 'deleted' once removed" }) state: string;
+  @ApiProperty() error_message: string;
+  @ApiProperty({ format: 'date-time' }) at: string;
+
+  static of(e: InstanceEvent): EventDto {
+    return {
+      id: e.id,
+      type: e.type,
+      instance_id: e.instanceId,
+      state: e.state,
+      error_message: e.errorMessage,
+      at: e.at.toISOString(),
+    };
+  }
+}
+
+export class EventListDto {
+  @ApiProperty({ type: [EventDto] }) items: EventDto[];
+}

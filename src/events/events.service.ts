@@ -1,0 +1,25 @@
+import { Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { Repository } from 'typeorm';
+import type { Actor } from '../auth/actor';
+import { InstanceEvent } from '../state-machine/instance-event.entity';
+
+export interface EventFilter {
+  instanceId?: string;
+  after?: number;
+  limit: number;
+}
+
+/** The stored event log, oldest first, scoped to the caller's instances. */
+@Injectable()
+export class EventsService {
+  constructor(@InjectRepository(InstanceEvent) private readonly events: Repository<InstanceEvent>) {}
+
+  list(filter: EventFilter, actor: Actor): Promise<InstanceEvent[]> {
+    const qb = this.events.createQueryBuilder('e');
+    if (!actor.isStaff) qb.andWhere('e.owner_id = :owner', { owner: actor.id });
+    if (filter.instanceId) qb.andWhere('e.instance_id = :instance', { instance: filter.instanceId });
+    if (filter.after !== undefined) qb.andWhere('e.id > :after', { after: filter.after });
+    return qb.orderBy('e.id', 'ASC').limit(filter.limit).getMany();
+  }
+}

@@ -1,0 +1,139 @@
+import { InjectQueue } from '@nestjs/bull';
+import { Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import type { Job, Queue } from 'bull';
+import { BackendError, CLOUD_BACKEND, CloudBackend, OperationContext } from '../backend/cloud-backend';
+import { AppConfig } from '../config/app-config';
+import type { Instance } from '../state-machine/instance.entity';
+import { Action, InstanceState } from '../state-machine/instance.machine';
+import type { Operation } from '../state-machine/operation.entity';
+import { OperationResult, TransitionService } from '../state-machine/transition.service';
+import { InstanceJobData, QueueName } from '../queues/queues';
+
+/** A failure that must not be retried: the instance is already `erred`, or must become so. */
+class PermanentFailure extends Error {}
+
+const NOT_AT_BACKEND = 'Does not exist at backend.';
+
+/**
+ * Consumes instance operation jobs: scheduled -> in progress -> backend call -> target state, or
+ * `erred` with a message. Transient backend errors are thrown for Bull to retry with backoff; the
+ * last attempt, a permanent error or a time-out fails the operation at once.
+ *
+ * The handler is registered by hand, not with `@Process`, so that `WORKER_CONCURRENCY` comes from
+ * validated config and `APP_ROLE=api` processes never consume.
+ */
+@Injectable()
+export class InstanceOperationsProcessor implements OnApplicationBootstrap {
+  private readonly logger = new Logger(InstanceOperationsProcessor.name);
+
+  constructor(
+    @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue<InstanceJobData>,
+    @Inject(CLOUD_BACKEND) private readonly backend: CloudBackend,
+    private readonly transitions: TransitionService,
+    private readonly config: AppConfig,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    if (!this.config.runsWorkers) return;
+    this.queue
+      .process('*', this.config.workerConcurrency, (job: Job<InstanceJobData>) => this.process(job))
+      .catch((error: Error) => this.logger.error(`Worker stopped: ${error.message}`));
+    // A job whose worker died more often than Bull allows fails without reaching the handler.
+    this.queue.on('failed', (job: Job<InstanceJobData>, error: Error) => {
+      if (/stalled more than allowable limit/i.test(error.message)) void this.failStalled(job);
+    });
+  }
+
+  async process(job: Job<InstanceJobData>): Promise<{ outcome: string }> {
+    const started = await this.transitions.begin(job.data.operationId);
+    if (!started) return { outcome: 'skipped: the operation no longer owns the instance' };
+    const { operation, instance } = started;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), this.config.jobTimeoutMs);
+    try {
+      const result = await this.runAbortable(operation, instance, abort.signal);
+      await this.transitions.succeed(operation, result);
+      return { outcome: 'succeeded' };
+    } catch (error) {
+      const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      const retryable =
+        !abort.signal.aborted &&
+        !(error instanceof PermanentFailure) &&
+        !(error instanceof BackendError && !error.transient);
+      if (retryable && !lastAttempt) throw error;
+      const message = this.describe(operation, error, abort.signal.aborted);
+      await this.transitions.fail(operation, message, traceOf(error));
+      await job.discard();
+      throw new PermanentFailure(message);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The backend call, abandoned when `JOB_TIMEOUT_MS` passes even if the driver ignores the signal. */
+  private runAbortable(operation: Operation, instance: Instance, signal: AbortSignal) {
+    const aborted = new Promise<never>((_, reject) =>
+      signal.addEventListener('abort', () => reject(new PermanentFailure('timed out')), { once: true }),
+    );
+    const ctx: OperationContext = { operationId: operation.id, instanceId: instance.id, signal };
+    return Promise.race([this.run(operation, instance, ctx), aborted]);
+  }
+
+  private async run(operation: Operation, instance: Instance, ctx: OperationContext): Promise<OperationResult> {
+    const id = instance.backendId;
+    switch (operation.action) {
+      case Action.Provision: {
+        const { name, flavor, image } = instance;
+        return this.backend.provision(ctx, { name, flavor, image });
+      }
+      case Action.Start:
+        await this.backend.start(ctx, id);
+        return {};
+      case Action.Stop:
+        await this.backend.stop(ctx, id);
+        return {};
+      case Action.Restart:
+        await this.backend.restart(ctx, id);
+        return {};
+      case Action.Resize: {
+        const flavor = operation.params.flavor ?? instance.flavor;
+        await this.backend.resize(ctx, id, flavor);
+        return { flavor };
+      }
+      case Action.Delete:
+        if (id) await this.backend.delete(ctx, id);
+        return {};
+      case Action.Pull: {
+        const vm = await this.backend.describe(ctx, id);
+        if (!vm) throw new PermanentFailure(NOT_AT_BACKEND);
+        return { reportedState: vm.state === 'online' ? InstanceState.Online : InstanceState.Offline };
+      }
+    }
+  }
+
+  private describe(operation: Operation, error: unknown, timedOut: boolean): string {
+    const action = operation.action;
+    if (timedOut) {
+      return `${action} failed: backend operation timed out after ${this.config.jobTimeoutMs} ms`;
+    }
+    if (error instanceof PermanentFailure) return error.message;
+    if (error instanceof BackendError) return `${action} failed: ${error.message}`;
+    this.logger.error(`Operation ${operation.id} (${action}) failed unexpectedly: ${traceOf(error)}`);
+    return `${action} failed: internal error in Provisor; operators can see the details`;
+  }
+
+  private async failStalled(job: Job<InstanceJobData>): Promise<void> {
+    try {
+      const started = await this.transitions.begin(job.data.operationId);
+      if (!started) return;
+      const message = `${started.operation.action} failed: the worker running it stopped responding`;
+      await this.transitions.fail(started.operation, message, '');
+    } catch (error) {
+      this.logger.warn(`Could not fail stalled job ${job.id}: ${(error as Error).message}`);
+    }
+  }
+}
+
+function traceOf(error: unknown): string {
+  return error instanceof Error ? (error.stack ?? error.message) : String(error);
+}

@@ -1,0 +1,68 @@
+import { InjectQueue } from '@nestjs/bull';
+import { Injectable, Logger } from '@nestjs/common';
+import { OnEvent } from '@nestjs/event-emitter';
+import type { Queue } from 'bull';
+import { AppConfig } from '../config/app-config';
+import { withTimeout } from '../common/with-timeout';
+import { OPERATION_SCHEDULED } from '../state-machine/domain-events';
+import type { Operation } from '../state-machine/operation.entity';
+import { InstanceJobData, QueueName, instanceJobOptions } from '../queues/queues';
+
+/** How long a hand-over to Redis may take before the relay is left to do it. */
+const ADD_TIMEOUT_MS = 2_000;
+
+/**
+ * The one class that adds jobs. An operation row becomes a job whose id is the row's id, so a
+ * second hand-over of the same row (the relay after the request path) is a no-op in Bull.
+ */
+@Injectable()
+export class JobDispatcher {
+  private readonly logger = new Logger(JobDispatcher.name);
+
+  constructor(
+    @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue<InstanceJobData>,
+    private readonly config: AppConfig,
+  ) {}
+
+  /**
+   * Right after commit the request path hands the new row over without waiting for it. While
+   * Redis is down nothing is sent (Bull would hold the command until Redis returns); the row
+   * stays pending and the relay sends it later.
+   */
+  @OnEvent(OPERATION_SCHEDULED)
+  onScheduled(operation: Operation): void {
+    void this.dispatch([operation]);
+  }
+
+  get redisReady(): boolean {
+    return this.queue.client.status === 'ready';
+  }
+
+  /** Hands rows to Bull; true if Redis took them all. Never throws. */
+  async dispatch(operations: readonly Operation[]): Promise<boolean> {
+    if (operations.length === 0) return true;
+    if (!this.redisReady) return false;
+    const options = instanceJobOptions(this.config);
+    try {
+      await withTimeout(
+        this.queue.addBulk(
+          operations.map((op) => ({
+            name: op.action,
+            data: { operationId: op.id, instanceId: op.instanceId },
+            opts: { ...options, jobId: op.id },
+          })),
+        ),
+        ADD_TIMEOUT_MS,
+        'Adding jobs to Redis',
+      );
+      return true;
+    } catch (error) {
+      this.logger.warn(
+        `Could not hand ${operations.length} operation(s) to the queue; the relay will retry: ${
+          (error as Error).message
+        }`,
+      );
+      return false;
+    }
+  }
+}

@@ -1,0 +1,76 @@
+import { InjectQueue } from '@nestjs/bull';
+import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import type { Queue } from 'bull';
+import { In, Repository } from 'typeorm';
+import { AppConfig } from '../config/app-config';
+import { TransactionRunner } from '../database/transaction-runner';
+import { Instance } from '../state-machine/instance.entity';
+import { TRANSITIONAL_STATES, actionOfState } from '../state-machine/instance.machine';
+import { TransitionService } from '../state-machine/transition.service';
+import { InstanceJobData, QueueName } from '../queues/queues';
+
+const BATCH = 100;
+const LIVE_JOB_STATES = new Set(['active', 'waiting', 'delayed', 'paused']);
+
+/**
+ * An instance left in a `*_scheduled` or in-progress state longer than `STUCK_AFTER_MS` with no
+ * live job for it goes to `erred` with "<action> has timed out.". It only judges while Redis
+ * answers: without Redis it cannot tell a live job from a lost one.
+ */
+@Injectable()
+export class StuckSweeper implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger(StuckSweeper.name);
+  private timer?: NodeJS.Timeout;
+  private running = false;
+
+  constructor(
+    @InjectRepository(Instance) private readonly instances: Repository<Instance>,
+    @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue<InstanceJobData>,
+    private readonly transitions: TransitionService,
+    private readonly tx: TransactionRunner,
+    private readonly config: AppConfig,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    this.timer = setInterval(() => void this.sweep(), this.config.sweepIntervalMs);
+    this.timer.unref();
+  }
+
+  onApplicationShutdown(): void {
+    clearInterval(this.timer);
+  }
+
+  /** One pass; returns how many instances it moved to `erred`. */
+  async sweep(): Promise<number> {
+    if (this.running || this.queue.client.status !== 'ready') return 0;
+    this.running = true;
+    let swept = 0;
+    try {
+      const cutoff = new Date(Date.now() - this.config.stuckAfterMs);
+      const stale = await this.instances
+        .createQueryBuilder('i')
+        .where({ state: In([...TRANSITIONAL_STATES]) })
+        .andWhere('i.updated_at < :cutoff', { cutoff: this.tx.timeParam(cutoff) })
+        .orderBy('i.updated_at', 'ASC')
+        .limit(BATCH)
+        .getMany();
+      for (const instance of stale) {
+        if (instance.operationId && (await this.hasLiveJob(instance.operationId))) continue;
+        const action = actionOfState(instance.state);
+        if (action && (await this.transitions.sweep(instance, action))) swept++;
+      }
+      if (swept > 0) this.logger.warn(`Moved ${swept} stuck instance(s) to erred`);
+    } catch (error) {
+      this.logger.warn(`Sweep failed: ${(error as Error).message}`);
+    } finally {
+      this.running = false;
+    }
+    return swept;
+  }
+
+  private async hasLiveJob(jobId: string): Promise<boolean> {
+    const job = await this.queue.getJob(jobId);
+    return job !== null && LIVE_JOB_STATES.has(await job.getState());
+  }
+}

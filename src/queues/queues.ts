@@ -1,0 +1,27 @@
+import type { JobOptions } from 'bull';
+import type { AppConfig } from '../config/app-config';
+import type { Action } from '../state-machine/instance.machine';
+
+/** Every queue Provisor has. */
+export enum QueueName {
+  InstanceOperations = 'instance-operations',
+}
+
+/** Job names are the actions of the state machine, so the dashboard reads as the API does. */
+export type InstanceJobName = Action;
+
+/** The payload of an instance operation job; its job id is the operation id too. */
+export interface InstanceJobData {
+  operationId: string;
+  instanceId: string;
+}
+
+/** Default options of instance operation jobs, from config. */
+export function instanceJobOptions(config: AppConfig): JobOptions {
+  return {
+    attempts: config.jobAttempts,
+    backoff: { type: 'exponential', delay: config.jobBackoffMs },
+    removeOnComplete: { age: 24 * 3600, count: 5000 },
+    removeOnFail: { age: 7 * 24 * 3600, count: 5000 },
+  };
+}
