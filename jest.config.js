@@ -1,0 +1,28 @@
+// Times in tests and in the app are UTC, whatever the machine says.
+process.env.TZ = 'UTC';
+
+// Type checking is `npm run typecheck`'s job; tests transpile file by file, which is fast.
+const transform = {
+  '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.jest.json', diagnostics: false }],
+};
+
+/** @type {import('jest').Config} */
+module.exports = {
+  projects: [
+    {
+      displayName: 'unit',
+      testEnvironment: 'node',
+      testMatch: ['<rootDir>/src/**/*.spec.ts'],
+      transform,
+    },
+    {
+      displayName: 'e2e',
+      testEnvironment: 'node',
+      testMatch: ['<rootDir>/test/**/*.e2e-spec.ts'],
+      transform,
+      slowTestThreshold: 30,
+    },
+  ],
+  maxWorkers: 2,
+  testTimeout: 60_000,
+};
