@@ -27,7 +27,13 @@ export function configureApp(app: NestExpressApplication): void {
     // APP_ROLE=worker answers health checks only.
     app.use((req: Request, res: Response, next: NextFunction) => {
       if (req.path === '/api/health') return next();
-      res.status(404).json({ statusCode: 404, error: 'Not Found', message: 'This process is a worker; it serves /api/health only' });
+      res
+        .status(404)
+        .json({
+          statusCode: 404,
+          error: 'Not Found',
+          message: 'This process is a worker; it serves /api/health only',
+        });
     });
     return;
   }
@@ -44,7 +50,11 @@ export function setupSwagger(app: INestApplication): void {
           'state; poll `GET /api/instances/{id}` or read `GET /api/events` to follow it.',
       )
       .setVersion('1')
-      .addBearerAuth({ type: 'http', scheme: 'bearer', description: 'An API token from POST /api/users or ADMIN_TOKEN' })
+      .addBearerAuth({
+        type: 'http',
+        scheme: 'bearer',
+        description: 'An API token from POST /api/users or ADMIN_TOKEN',
+      })
       .build(),
   );
   SwaggerModule.setup('api/docs', app, document, {

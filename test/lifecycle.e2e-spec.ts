@@ -34,7 +34,9 @@ describe('instance lifecycle', () => {
     const vm = await alice.online();
     expect((await alice.action(vm.id, 'stop')).state).toBe('stopping_scheduled');
     await alice.waitForState(vm.id, 'offline');
-    expect((await alice.action(vm.id, 'resize', { flavor: 'large' })).state).toBe('resizing_scheduled');
+    expect((await alice.action(vm.id, 'resize', { flavor: 'large' })).state).toBe(
+      'resizing_scheduled',
+    );
     expect((await alice.waitForState(vm.id, 'offline')).flavor).toBe('large');
     expect((await alice.action(vm.id, 'start')).state).toBe('starting_scheduled');
     await alice.waitForState(vm.id, 'online');

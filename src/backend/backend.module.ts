@@ -14,7 +14,11 @@ import { SimulatorController } from './drivers/simulated/simulator.controller';
 @Module({
   imports: [TypeOrmModule.forFeature([SimVm, SimFault])],
   controllers: [SimulatorController],
-  providers: [SimFaultsService, SimulatedBackend, { provide: CLOUD_BACKEND, useExisting: SimulatedBackend }],
+  providers: [
+    SimFaultsService,
+    SimulatedBackend,
+    { provide: CLOUD_BACKEND, useExisting: SimulatedBackend },
+  ],
   exports: [CLOUD_BACKEND],
 })
 export class BackendModule {}

@@ -1,4 +1,11 @@
-import { ArgumentsHost, Catch, ExceptionFilter, HttpException, HttpStatus, Logger } from '@nestjs/common';
+import {
+  ArgumentsHost,
+  Catch,
+  ExceptionFilter,
+  HttpException,
+  HttpStatus,
+  Logger,
+} from '@nestjs/common';
 import type { Response } from 'express';
 import { DomainError, DomainErrorCode } from './domain-error';
 
@@ -45,6 +52,10 @@ export function toErrorBody(exception: unknown, logger?: Logger): ErrorBody {
   if (exception instanceof HttpException) {
     const statusCode = exception.getStatus();
     const response = exception.getResponse();
+    // A body made on purpose (terminus's health report) is answered as it is.
+    if (typeof response === 'object' && response !== null && !('message' in response)) {
+      return response as ErrorBody;
+    }
     const message =
       typeof response === 'object' && response !== null && 'message' in response
         ? (response as { message: string | string[] }).message
@@ -53,7 +64,9 @@ export function toErrorBody(exception: unknown, logger?: Logger): ErrorBody {
   }
   const parserError = bodyParserError(exception);
   if (parserError) return parserError;
-  logger?.error(exception instanceof Error ? (exception.stack ?? exception.message) : String(exception));
+  logger?.error(
+    exception instanceof Error ? (exception.stack ?? exception.message) : String(exception),
+  );
   return { statusCode: 500, error: REASON[500], message: 'Internal server error' };
 }
 
@@ -74,10 +87,18 @@ function bodyParserError(exception: unknown): ErrorBody | null {
       return { statusCode: 415, error: REASON[415], message: 'Unsupported body encoding' };
     default:
       if (status && status >= 400 && status < 500) {
-        return { statusCode: status, error: REASON[status] ?? 'Bad Request', message: 'Invalid request body' };
+        return {
+          statusCode: status,
+          error: REASON[status] ?? 'Bad Request',
+          message: 'Invalid request body',
+        };
       }
       return null;
   }
+}
+
+function statusOf(exception: unknown, body: ErrorBody): number {
+  return exception instanceof HttpException ? exception.getStatus() : body.statusCode;
 }
 
 @Catch()
@@ -88,6 +109,6 @@ export class AllExceptionsFilter implements ExceptionFilter {
     const response = host.switchToHttp().getResponse<Response>();
     const body = toErrorBody(exception, this.logger);
     if (response.headersSent) return;
-    response.status(body.statusCode).json(body);
+    response.status(statusOf(exception, body)).json(body);
   }
 }

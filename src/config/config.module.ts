@@ -10,7 +10,9 @@ import { validateEnvironment } from './environment';
 @Global()
 @Module({
   imports: [ConfigModule.forRoot({ validate: validateEnvironment, cache: true })],
-  providers: [{ provide: AppConfig, useFactory: () => new AppConfig(validateEnvironment(process.env)) }],
+  providers: [
+    { provide: AppConfig, useFactory: () => new AppConfig(validateEnvironment(process.env)) },
+  ],
   exports: [AppConfig],
 })
 export class AppConfigModule {}

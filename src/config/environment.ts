@@ -59,7 +59,9 @@ export class Environment {
   @MaxLength(256)
   ADMIN_TOKEN?: string;
 
-  @IsIn(BACKEND_DRIVERS, { message: `BACKEND_DRIVER must be one of: ${BACKEND_DRIVERS.join(', ')}` })
+  @IsIn(BACKEND_DRIVERS, {
+    message: `BACKEND_DRIVER must be one of: ${BACKEND_DRIVERS.join(', ')}`,
+  })
   BACKEND_DRIVER: BackendDriver = 'simulated';
 
   @Transform(toInt)

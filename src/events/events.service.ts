@@ -13,12 +13,15 @@ export interface EventFilter {
 /** The stored event log, oldest first, scoped to the caller's instances. */
 @Injectable()
 export class EventsService {
-  constructor(@InjectRepository(InstanceEvent) private readonly events: Repository<InstanceEvent>) {}
+  constructor(
+    @InjectRepository(InstanceEvent) private readonly events: Repository<InstanceEvent>,
+  ) {}
 
   list(filter: EventFilter, actor: Actor): Promise<InstanceEvent[]> {
     const qb = this.events.createQueryBuilder('e');
     if (!actor.isStaff) qb.andWhere('e.owner_id = :owner', { owner: actor.id });
-    if (filter.instanceId) qb.andWhere('e.instance_id = :instance', { instance: filter.instanceId });
+    if (filter.instanceId)
+      qb.andWhere('e.instance_id = :instance', { instance: filter.instanceId });
     if (filter.after !== undefined) qb.andWhere('e.id > :after', { after: filter.after });
     return qb.orderBy('e.id', 'ASC').limit(filter.limit).getMany();
   }

@@ -16,7 +16,10 @@ export class HealthController {
   @Get()
   @Public()
   @HealthCheck()
-  @ApiOperation({ operationId: 'getHealth', summary: '200 when the database and Redis answer, 503 otherwise' })
+  @ApiOperation({
+    operationId: 'getHealth',
+    summary: '200 when the database and Redis answer, 503 otherwise',
+  })
   check() {
     return this.health.check([
       () => this.database.pingCheck('database', { timeout: 1500 }),

@@ -1,4 +1,10 @@
-import { CallHandler, ExecutionContext, HttpException, Injectable, NestInterceptor } from '@nestjs/common';
+import {
+  CallHandler,
+  ExecutionContext,
+  HttpException,
+  Injectable,
+  NestInterceptor,
+} from '@nestjs/common';
 import { HTTP_CODE_METADATA } from '@nestjs/common/constants';
 import type { Request, Response } from 'express';
 import { createHash } from 'node:crypto';
@@ -27,7 +33,11 @@ export class IdempotencyInterceptor implements NestInterceptor {
     if (key === undefined) return next.handle();
     if (key.length < 1 || key.length > 255) {
       return throwError(
-        () => new DomainError(DomainErrorCode.BadRequest, 'Idempotency-Key must be 1 to 255 characters'),
+        () =>
+          new DomainError(
+            DomainErrorCode.BadRequest,
+            'Idempotency-Key must be 1 to 255 characters',
+          ),
       );
     }
     const fingerprint = createHash('sha256')
@@ -35,16 +45,17 @@ export class IdempotencyInterceptor implements NestInterceptor {
       .digest('hex');
     const userId = request.actor.id;
     const status: number =
-      Reflect.getMetadata(HTTP_CODE_METADATA, context.getHandler()) ?? (request.method === 'POST' ? 201 : 200);
+      Reflect.getMetadata(HTTP_CODE_METADATA, context.getHandler()) ??
+      (request.method === 'POST' ? 201 : 200);
 
     return from(this.store.reserve(userId, key, fingerprint)).pipe(
       mergeMap((earlier) => {
         if (earlier) return of(this.replay(earlier, response));
         return next.handle().pipe(
           mergeMap((body) =>
-            from(this.store.complete(userId, key, status, response.getHeader('location'), body)).pipe(
-              mergeMap(() => of(body)),
-            ),
+            from(
+              this.store.complete(userId, key, status, response.getHeader('location'), body),
+            ).pipe(mergeMap(() => of(body))),
           ),
           catchError((error: unknown) => {
             const answer = toErrorBody(error);
@@ -67,5 +78,4 @@ export class IdempotencyInterceptor implements NestInterceptor {
     if (earlier.location) response.location(earlier.location);
     return earlier.body;
   }
-
 }

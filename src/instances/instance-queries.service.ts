@@ -12,10 +12,14 @@ import type { ListInstancesQuery } from './dto/list-instances.query';
 export class InstanceQueries {
   constructor(
     @InjectRepository(Instance) private readonly instances: Repository<Instance>,
-    @InjectRepository(InstanceTransition) private readonly transitions: Repository<InstanceTransition>,
+    @InjectRepository(InstanceTransition)
+    private readonly transitions: Repository<InstanceTransition>,
   ) {}
 
-  async list(query: ListInstancesQuery, actor: Actor): Promise<{ items: Instance[]; total: number }> {
+  async list(
+    query: ListInstancesQuery,
+    actor: Actor,
+  ): Promise<{ items: Instance[]; total: number }> {
     const qb = this.instances.createQueryBuilder('i');
     if (!actor.isStaff) qb.andWhere('i.owner_id = :owner', { owner: actor.id });
     if (query.state?.length) qb.andWhere('i.state IN (:...states)', { states: query.state });
@@ -33,7 +37,9 @@ export class InstanceQueries {
   }
 
   async get(id: string, actor: Actor): Promise<Instance> {
-    const instance = await this.instances.findOneBy(actor.isStaff ? { id } : { id, ownerId: actor.id });
+    const instance = await this.instances.findOneBy(
+      actor.isStaff ? { id } : { id, ownerId: actor.id },
+    );
     if (!instance) throw DomainError.notFound('Instance');
     return instance;
   }

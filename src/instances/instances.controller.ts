@@ -1,4 +1,16 @@
-import { applyDecorators, Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query, Res } from '@nestjs/common';
+import {
+  applyDecorators,
+  Body,
+  Controller,
+  Delete,
+  Get,
+  HttpCode,
+  Param,
+  Patch,
+  Post,
+  Query,
+  Res,
+} from '@nestjs/common';
 import { ApiBearerAuth, ApiHeader, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import type { Actor } from '../auth/actor';
@@ -31,7 +43,11 @@ function ActionRoute(operationId: string, summary: string) {
       required: false,
       description: 'A repeat with the same key within 24 hours answers the first response again',
     }),
-    ApiResponse({ status: 202, type: InstanceDto, description: 'Accepted; the instance is in its *_scheduled state' }),
+    ApiResponse({
+      status: 202,
+      type: InstanceDto,
+      description: 'Accepted; the instance is in its *_scheduled state',
+    }),
     ApiErrors(400, 401, 404, 409, 422),
   );
 }
@@ -53,7 +69,12 @@ export class InstancesController {
     @Res({ passthrough: true }) res: Response,
   ): Promise<InstanceDto> {
     const instance = await this.transitions.create(
-      { name: body.name, flavor: body.flavor, image: body.image ?? DEFAULT_IMAGE, description: body.description ?? '' },
+      {
+        name: body.name,
+        flavor: body.flavor,
+        image: body.image ?? DEFAULT_IMAGE,
+        description: body.description ?? '',
+      },
       actor,
     );
     res.location(`/api/instances/${instance.id}`);
@@ -64,21 +85,35 @@ export class InstancesController {
   @ApiOperation({ operationId: 'listInstances', summary: 'Instances, newest first' })
   @ApiResponse({ status: 200, type: InstancePageDto })
   @ApiErrors(400, 401)
-  async list(@Query() query: ListInstancesQuery, @CurrentUser() actor: Actor): Promise<InstancePageDto> {
+  async list(
+    @Query() query: ListInstancesQuery,
+    @CurrentUser() actor: Actor,
+  ): Promise<InstancePageDto> {
     const { items, total } = await this.queries.list(query, actor);
-    return { items: items.map((i) => InstanceDto.of(i, actor)), total, limit: query.limit, offset: query.offset };
+    return {
+      items: items.map((i) => InstanceDto.of(i, actor)),
+      total,
+      limit: query.limit,
+      offset: query.offset,
+    };
   }
 
   @Get(':id')
   @ApiOperation({ operationId: 'getInstance', summary: 'One instance; poll its state' })
   @ApiResponse({ status: 200, type: InstanceDto })
   @ApiErrors(400, 401, 404)
-  async get(@Param('id', parseUuid()) id: string, @CurrentUser() actor: Actor): Promise<InstanceDto> {
+  async get(
+    @Param('id', parseUuid()) id: string,
+    @CurrentUser() actor: Actor,
+  ): Promise<InstanceDto> {
     return InstanceDto.of(await this.queries.get(id, actor), actor);
   }
 
   @Patch(':id')
-  @ApiOperation({ operationId: 'updateInstance', summary: 'Rename or describe an online or offline instance' })
+  @ApiOperation({
+    operationId: 'updateInstance',
+    summary: 'Rename or describe an online or offline instance',
+  })
   @ApiResponse({ status: 200, type: InstanceDto })
   @ApiErrors(400, 401, 404, 409)
   async update(
@@ -91,25 +126,37 @@ export class InstancesController {
 
   @Delete(':id')
   @ActionRoute('deleteInstance', 'Delete an offline or erred instance (forced from erred)')
-  async delete(@Param('id', parseUuid()) id: string, @CurrentUser() actor: Actor): Promise<InstanceDto> {
+  async delete(
+    @Param('id', parseUuid()) id: string,
+    @CurrentUser() actor: Actor,
+  ): Promise<InstanceDto> {
     return InstanceDto.of(await this.transitions.schedule(id, Action.Delete, actor), actor);
   }
 
   @Post(':id/start')
   @ActionRoute('startInstance', 'Start an offline instance')
-  async start(@Param('id', parseUuid()) id: string, @CurrentUser() actor: Actor): Promise<InstanceDto> {
+  async start(
+    @Param('id', parseUuid()) id: string,
+    @CurrentUser() actor: Actor,
+  ): Promise<InstanceDto> {
     return InstanceDto.of(await this.transitions.schedule(id, Action.Start, actor), actor);
   }
 
   @Post(':id/stop')
   @ActionRoute('stopInstance', 'Stop an online instance')
-  async stop(@Param('id', parseUuid()) id: string, @CurrentUser() actor: Actor): Promise<InstanceDto> {
+  async stop(
+    @Param('id', parseUuid()) id: string,
+    @CurrentUser() actor: Actor,
+  ): Promise<InstanceDto> {
     return InstanceDto.of(await this.transitions.schedule(id, Action.Stop, actor), actor);
   }
 
   @Post(':id/restart')
   @ActionRoute('restartInstance', 'Restart an online instance')
-  async restart(@Param('id', parseUuid()) id: string, @CurrentUser() actor: Actor): Promise<InstanceDto> {
+  async restart(
+    @Param('id', parseUuid()) id: string,
+    @CurrentUser() actor: Actor,
+  ): Promise<InstanceDto> {
     return InstanceDto.of(await this.transitions.schedule(id, Action.Restart, actor), actor);
   }
 
@@ -120,27 +167,42 @@ export class InstancesController {
     @Body() body: ResizeInstanceDto,
     @CurrentUser() actor: Actor,
   ): Promise<InstanceDto> {
-    return InstanceDto.of(await this.transitions.schedule(id, Action.Resize, actor, { flavor: body.flavor }), actor);
+    return InstanceDto.of(
+      await this.transitions.schedule(id, Action.Resize, actor, { flavor: body.flavor }),
+      actor,
+    );
   }
 
   @Post(':id/pull')
   @ActionRoute('pullInstance', 'Ask the backend what the VM really is; clears an error state')
-  async pull(@Param('id', parseUuid()) id: string, @CurrentUser() actor: Actor): Promise<InstanceDto> {
+  async pull(
+    @Param('id', parseUuid()) id: string,
+    @CurrentUser() actor: Actor,
+  ): Promise<InstanceDto> {
     return InstanceDto.of(await this.transitions.schedule(id, Action.Pull, actor), actor);
   }
 
   @Get(':id/transitions')
-  @ApiOperation({ operationId: 'listInstanceTransitions', summary: "The instance's state history, oldest first" })
+  @ApiOperation({
+    operationId: 'listInstanceTransitions',
+    summary: "The instance's state history, oldest first",
+  })
   @ApiResponse({ status: 200, type: TransitionListDto })
   @ApiErrors(400, 401, 404)
-  async transitionsOf(@Param('id', parseUuid()) id: string, @CurrentUser() actor: Actor): Promise<TransitionListDto> {
+  async transitionsOf(
+    @Param('id', parseUuid()) id: string,
+    @CurrentUser() actor: Actor,
+  ): Promise<TransitionListDto> {
     return { items: (await this.queries.history(id, actor)).map(TransitionDto.of) };
   }
 
   @Post(':id/set_erred')
   @Staff()
   @HttpCode(200)
-  @ApiOperation({ operationId: 'setInstanceErred', summary: 'Force erred from any state, without the backend (staff)' })
+  @ApiOperation({
+    operationId: 'setInstanceErred',
+    summary: 'Force erred from any state, without the backend (staff)',
+  })
   @ApiResponse({ status: 200, type: InstanceDto })
   @ApiErrors(400, 401, 403, 404)
   async setErred(
@@ -154,7 +216,10 @@ export class InstancesController {
   @Post(':id/set_ok')
   @Staff()
   @HttpCode(200)
-  @ApiOperation({ operationId: 'setInstanceOk', summary: 'Force online or offline from any state, without the backend (staff)' })
+  @ApiOperation({
+    operationId: 'setInstanceOk',
+    summary: 'Force online or offline from any state, without the backend (staff)',
+  })
   @ApiResponse({ status: 200, type: InstanceDto })
   @ApiErrors(400, 401, 403, 404)
   async setOk(
@@ -168,7 +233,10 @@ export class InstancesController {
   @Post(':id/unlink')
   @Staff()
   @HttpCode(204)
-  @ApiOperation({ operationId: 'unlinkInstance', summary: 'Remove the record without touching the backend (staff)' })
+  @ApiOperation({
+    operationId: 'unlinkInstance',
+    summary: 'Remove the record without touching the backend (staff)',
+  })
   @ApiResponse({ status: 204, description: 'Removed' })
   @ApiErrors(400, 401, 403, 404)
   async unlink(@Param('id', parseUuid()) id: string, @CurrentUser() actor: Actor): Promise<void> {

@@ -1,7 +1,12 @@
 import { InjectQueue } from '@nestjs/bull';
 import { Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
 import type { Job, Queue } from 'bull';
-import { BackendError, CLOUD_BACKEND, CloudBackend, OperationContext } from '../backend/cloud-backend';
+import {
+  BackendError,
+  CLOUD_BACKEND,
+  CloudBackend,
+  OperationContext,
+} from '../backend/cloud-backend';
 import { AppConfig } from '../config/app-config';
 import type { Instance } from '../state-machine/instance.entity';
 import { Action, InstanceState } from '../state-machine/instance.machine';
@@ -73,13 +78,19 @@ export class InstanceOperationsProcessor implements OnApplicationBootstrap {
   /** The backend call, abandoned when `JOB_TIMEOUT_MS` passes even if the driver ignores the signal. */
   private runAbortable(operation: Operation, instance: Instance, signal: AbortSignal) {
     const aborted = new Promise<never>((_, reject) =>
-      signal.addEventListener('abort', () => reject(new PermanentFailure('timed out')), { once: true }),
+      signal.addEventListener('abort', () => reject(new PermanentFailure('timed out')), {
+        once: true,
+      }),
     );
     const ctx: OperationContext = { operationId: operation.id, instanceId: instance.id, signal };
     return Promise.race([this.run(operation, instance, ctx), aborted]);
   }
 
-  private async run(operation: Operation, instance: Instance, ctx: OperationContext): Promise<OperationResult> {
+  private async run(
+    operation: Operation,
+    instance: Instance,
+    ctx: OperationContext,
+  ): Promise<OperationResult> {
     const id = instance.backendId;
     switch (operation.action) {
       case Action.Provision: {
@@ -106,7 +117,9 @@ export class InstanceOperationsProcessor implements OnApplicationBootstrap {
       case Action.Pull: {
         const vm = await this.backend.describe(ctx, id);
         if (!vm) throw new PermanentFailure(NOT_AT_BACKEND);
-        return { reportedState: vm.state === 'online' ? InstanceState.Online : InstanceState.Offline };
+        return {
+          reportedState: vm.state === 'online' ? InstanceState.Online : InstanceState.Offline,
+        };
       }
     }
   }
@@ -118,7 +131,9 @@ export class InstanceOperationsProcessor implements OnApplicationBootstrap {
     }
     if (error instanceof PermanentFailure) return error.message;
     if (error instanceof BackendError) return `${action} failed: ${error.message}`;
-    this.logger.error(`Operation ${operation.id} (${action}) failed unexpectedly: ${traceOf(error)}`);
+    this.logger.error(
+      `Operation ${operation.id} (${action}) failed unexpectedly: ${traceOf(error)}`,
+    );
     return `${action} failed: internal error in Provisor; operators can see the details`;
   }
 

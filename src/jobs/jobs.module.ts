@@ -8,11 +8,7 @@ import { QueuesModule } from '../queues/queues.module';
 import { StuckSweeper } from './stuck-sweeper.service';
 
 @Module({
-  imports: [
-    QueuesModule,
-    StateMachineModule,
-    BackendModule,
-  ],
+  imports: [QueuesModule, StateMachineModule, BackendModule],
   providers: [JobDispatcher, OutboxRelay, InstanceOperationsProcessor, StuckSweeper],
 })
 export class JobsModule {}

@@ -14,7 +14,6 @@ import {
   INSTANCE_MACHINE,
   InstanceState,
   STABLE_STATES,
-  TRANSITIONAL_STATES,
 } from './instance.machine';
 import { Operation, OperationParams, OperationStatus, isFinished } from './operation.entity';
 
@@ -118,7 +117,15 @@ export class TransitionService {
       const instance = { ...current, state: spec.scheduled, errorMessage: '', errorTraceback: '' };
       Object.assign(instance, { operationId, updatedAt: now });
       await this.record(em, changes, instance, current.state, action, 'scheduled', now);
-      await this.enqueue(em, changes, id, operationId, action, forced ? { ...params, force: true } : params, now);
+      await this.enqueue(
+        em,
+        changes,
+        id,
+        operationId,
+        action,
+        forced ? { ...params, force: true } : params,
+        now,
+      );
       return instance;
     });
   }
@@ -189,7 +196,11 @@ export class TransitionService {
           state: spec.inProgress,
           updatedAt: now,
         });
-        await em.update(Operation, { id: operation.id }, { status: OperationStatus.Running, updatedAt: now });
+        await em.update(
+          Operation,
+          { id: operation.id },
+          { status: OperationStatus.Running, updatedAt: now },
+        );
         Object.assign(instance, { state: spec.inProgress, updatedAt: now });
         await this.record(em, changes, instance, spec.scheduled, operation.action, 'started', now);
         operation.status = OperationStatus.Running;
@@ -205,18 +216,37 @@ export class TransitionService {
       if (!instance) return;
       const now = new Date();
       if (spec.success.kind === 'removed') {
-        await this.record(em, changes, instance, instance.state, operation.action, 'succeeded', now, {
-          state: 'deleted',
-        });
+        await this.record(
+          em,
+          changes,
+          instance,
+          instance.state,
+          operation.action,
+          'succeeded',
+          now,
+          {
+            state: 'deleted',
+          },
+        );
         await this.remove(em, changes, instance, now);
       } else {
         const state =
-          spec.success.kind === 'state' ? spec.success.state : (result.reportedState ?? instance.state);
+          spec.success.kind === 'state'
+            ? spec.success.state
+            : (result.reportedState ?? instance.state);
         const set: Partial<Instance> = { state, updatedAt: now, operationId: null };
         if (result.backendId !== undefined) set.backendId = result.backendId;
         if (result.flavor !== undefined) set.flavor = result.flavor;
         await this.compareAndSet(em, instance.id, [spec.inProgress], set);
-        await this.record(em, changes, { ...instance, ...set }, instance.state, operation.action, 'succeeded', now);
+        await this.record(
+          em,
+          changes,
+          { ...instance, ...set },
+          instance.state,
+          operation.action,
+          'succeeded',
+          now,
+        );
       }
       await this.closeOperation(em, operation, OperationStatus.Succeeded, '');
     });
@@ -241,10 +271,16 @@ export class TransitionService {
   async sweep(instance: Instance, action: Action): Promise<boolean> {
     return this.write(async (em, changes) => {
       const fresh = await em.findOneBy(Instance, { id: instance.id });
-      if (!fresh || fresh.state !== instance.state || fresh.updatedAt.getTime() !== instance.updatedAt.getTime()) {
+      if (
+        !fresh ||
+        fresh.state !== instance.state ||
+        fresh.updatedAt.getTime() !== instance.updatedAt.getTime()
+      ) {
         return false;
       }
-      const operation = fresh.operationId ? await em.findOneBy(Operation, { id: fresh.operationId }) : null;
+      const operation = fresh.operationId
+        ? await em.findOneBy(Operation, { id: fresh.operationId })
+        : null;
       const message = `${action} has timed out.`;
       if (operation) {
         await this.failInstance(em, changes, fresh, operation, message, '', new Date());
@@ -351,7 +387,11 @@ export class TransitionService {
     status: OperationStatus,
     errorMessage: string,
   ): Promise<void> {
-    await em.update(Operation, { id: operation.id }, { status, errorMessage, updatedAt: new Date() });
+    await em.update(
+      Operation,
+      { id: operation.id },
+      { status, errorMessage, updatedAt: new Date() },
+    );
     operation.status = status;
   }
 
@@ -387,11 +427,19 @@ export class TransitionService {
     );
   }
 
-  private async conflict(em: EntityManager, id: string, action: string, from: readonly InstanceState[]) {
+  private async conflict(
+    em: EntityManager,
+    id: string,
+    action: string,
+    from: readonly InstanceState[],
+  ) {
     const now = await em.findOneBy(Instance, { id });
     if (!now) return DomainError.notFound('Instance');
     if (from.length === 0) {
-      return new DomainError(DomainErrorCode.Conflict, `Instance changed concurrently; it is now '${now.state}'`);
+      return new DomainError(
+        DomainErrorCode.Conflict,
+        `Instance changed concurrently; it is now '${now.state}'`,
+      );
     }
     return this.invalid(action, now.state, from);
   }

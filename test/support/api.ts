@@ -45,7 +45,8 @@ export class ApiClient {
 
   async create(body: object = {}): Promise<InstanceBody> {
     const res = await this.post('/api/instances', { name: 'web-1', flavor: 'small', ...body });
-    if (res.status !== 202) throw new Error(`create answered ${res.status}: ${JSON.stringify(res.body)}`);
+    if (res.status !== 202)
+      throw new Error(`create answered ${res.status}: ${JSON.stringify(res.body)}`);
     return res.body;
   }
 
@@ -54,7 +55,8 @@ export class ApiClient {
       action === 'delete'
         ? await this.delete(`/api/instances/${id}`)
         : await this.post(`/api/instances/${id}/${action}`, body);
-    if (res.status !== 202) throw new Error(`${action} answered ${res.status}: ${JSON.stringify(res.body)}`);
+    if (res.status !== 202)
+      throw new Error(`${action} answered ${res.status}: ${JSON.stringify(res.body)}`);
     return res.body;
   }
 
@@ -69,7 +71,9 @@ export class ApiClient {
       last = res.status === 200 ? res.body.state : `HTTP ${res.status}`;
       await new Promise((r) => setTimeout(r, 25));
     }
-    throw new Error(`instance ${id} did not reach '${state}' in ${timeoutMs} ms; last seen: ${last}`);
+    throw new Error(
+      `instance ${id} did not reach '${state}' in ${timeoutMs} ms; last seen: ${last}`,
+    );
   }
 
   /** Creates an instance and waits until it is online. */
@@ -78,7 +82,9 @@ export class ApiClient {
     return this.waitForState(created.id, 'online');
   }
 
-  async events(instanceId: string): Promise<{ type: string; state: string; error_message: string }[]> {
+  async events(
+    instanceId: string,
+  ): Promise<{ type: string; state: string; error_message: string }[]> {
     const res = await this.get(`/api/events?instance_id=${instanceId}&limit=500`).expect(200);
     return res.body.items;
   }

@@ -49,7 +49,10 @@ export async function startApp(overrides: Record<string, string> = {}): Promise<
   const { AppModule } = await import('../../src/app.module');
   const { configureApp } = await import('../../src/app.setup');
   const moduleRef = await Test.createTestingModule({ imports: [AppModule] }).compile();
-  const app = moduleRef.createNestApplication<NestExpressApplication>({ bodyParser: false, logger: ['error', 'warn'] });
+  const app = moduleRef.createNestApplication<NestExpressApplication>({
+    bodyParser: false,
+    logger: ['error', 'warn'],
+  });
   configureApp(app);
   await app.init();
 

@@ -49,7 +49,11 @@ export class InitialSchema1764000000000 implements MigrationInterface {
         ],
         indices: [
           new TableIndex({ name: 'uq_users_username', columnNames: ['username'], isUnique: true }),
-          new TableIndex({ name: 'uq_users_token_hash', columnNames: ['token_hash'], isUnique: true }),
+          new TableIndex({
+            name: 'uq_users_token_hash',
+            columnNames: ['token_hash'],
+            isUnique: true,
+          }),
         ],
       }),
     );
@@ -78,9 +82,15 @@ export class InitialSchema1764000000000 implements MigrationInterface {
             name: 'ix_instances_owner_state_created',
             columnNames: ['owner_id', 'state', 'created_at'],
           }),
-          new TableIndex({ name: 'ix_instances_owner_created', columnNames: ['owner_id', 'created_at'] }),
+          new TableIndex({
+            name: 'ix_instances_owner_created',
+            columnNames: ['owner_id', 'created_at'],
+          }),
           // Staff lists and the stuck sweeper: by state, oldest change first.
-          new TableIndex({ name: 'ix_instances_state_updated', columnNames: ['state', 'updated_at'] }),
+          new TableIndex({
+            name: 'ix_instances_state_updated',
+            columnNames: ['state', 'updated_at'],
+          }),
           new TableIndex({ name: 'ix_instances_created', columnNames: ['created_at'] }),
         ],
       }),
@@ -139,7 +149,10 @@ export class InitialSchema1764000000000 implements MigrationInterface {
         ],
         indices: [
           // The relay's poll: pending rows whose hand-over is due.
-          new TableIndex({ name: 'ix_operations_status_dispatch', columnNames: ['status', 'dispatch_after'] }),
+          new TableIndex({
+            name: 'ix_operations_status_dispatch',
+            columnNames: ['status', 'dispatch_after'],
+          }),
           new TableIndex({ name: 'ix_operations_instance', columnNames: ['instance_id'] }),
         ],
       }),
@@ -176,7 +189,13 @@ export class InitialSchema1764000000000 implements MigrationInterface {
           time('created_at'),
           time('updated_at'),
         ],
-        indices: [new TableIndex({ name: 'uq_sim_vms_instance', columnNames: ['instance_id'], isUnique: true })],
+        indices: [
+          new TableIndex({
+            name: 'uq_sim_vms_instance',
+            columnNames: ['instance_id'],
+            isUnique: true,
+          }),
+        ],
       }),
     );
 
@@ -192,7 +211,12 @@ export class InitialSchema1764000000000 implements MigrationInterface {
           { name: 'remaining', type: 'integer' },
           time('created_at'),
         ],
-        indices: [new TableIndex({ name: 'ix_sim_faults_operation', columnNames: ['operation', 'created_at'] })],
+        indices: [
+          new TableIndex({
+            name: 'ix_sim_faults_operation',
+            columnNames: ['operation', 'created_at'],
+          }),
+        ],
       }),
     );
   }

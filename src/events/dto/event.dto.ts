@@ -29,11 +29,13 @@ export class EventDto {
   @ApiProperty({ description: 'Increasing; pass as `after` to read on' }) id: number;
   @ApiProperty({
     example: 'instance.start.succeeded',
-    description: 'instance.<action>.scheduled|started|succeeded|failed, instance.updated or instance.deleted',
+    description:
+      'instance.<action>.scheduled|started|succeeded|failed, instance.updated or instance.deleted',
   })
   type: string;
   @ApiProperty({ format: 'uuid' }) instance_id: string;
-  @ApiProperty({ description: "The instance's state after the event; 'deleted' once removed" }) state: string;
+  @ApiProperty({ description: "The instance's state after the event; 'deleted' once removed" })
+  state: string;
   @ApiProperty() error_message: string;
   @ApiProperty({ format: 'date-time' }) at: string;
 

@@ -31,7 +31,12 @@ export class CreateInstanceDto {
 }
 
 export class UpdateInstanceDto {
-  @ApiPropertyOptional({ example: 'web-2', pattern: NAME_PATTERN.source, minLength: 1, maxLength: 63 })
+  @ApiPropertyOptional({
+    example: 'web-2',
+    pattern: NAME_PATTERN.source,
+    minLength: 1,
+    maxLength: 63,
+  })
   @IsOptional()
   @IsString({ message: 'name must be a string' })
   @Matches(NAME_PATTERN, { message: NAME_MESSAGE })
@@ -59,6 +64,8 @@ export class SetErredDto {
 
 export class SetOkDto {
   @ApiProperty({ enum: [InstanceState.Online, InstanceState.Offline] })
-  @IsIn([InstanceState.Online, InstanceState.Offline], { message: 'state must be one of: online, offline' })
+  @IsIn([InstanceState.Online, InstanceState.Offline], {
+    message: 'state must be one of: online, offline',
+  })
   state: InstanceState.Online | InstanceState.Offline;
 }

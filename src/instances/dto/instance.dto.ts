@@ -12,7 +12,9 @@ export class InstanceDto {
   @ApiProperty({ enum: FLAVOR_NAMES }) flavor: string;
   @ApiProperty({ example: 'debian-12' }) image: string;
   @ApiProperty({ enum: INSTANCE_STATES, enumName: 'InstanceState' }) state: InstanceState;
-  @ApiProperty({ description: "Empty unless state is 'erred'; what failed, in words a person can act on" })
+  @ApiProperty({
+    description: "Empty unless state is 'erred'; what failed, in words a person can act on",
+  })
   error_message: string;
   @ApiPropertyOptional({ description: 'Where the failure happened. Present only for staff.' })
   error_traceback?: string;
@@ -52,7 +54,8 @@ export class TransitionDto {
   @ApiProperty({ enum: INSTANCE_STATES, enumName: 'InstanceState', nullable: true, type: String })
   from: InstanceState | null;
   @ApiProperty({ enum: INSTANCE_STATES, enumName: 'InstanceState' }) to: InstanceState;
-  @ApiProperty({ enum: [...Object.values(Action), 'update', 'set_erred', 'set_ok'] }) action: string;
+  @ApiProperty({ enum: [...Object.values(Action), 'update', 'set_erred', 'set_ok'] })
+  action: string;
   @ApiProperty({ format: 'date-time' }) at: string;
   @ApiProperty() error_message: string;
 

@@ -1,6 +1,14 @@
 import { Column, Entity, PrimaryColumn } from 'typeorm';
 
-export const SIM_OPERATIONS = ['provision', 'start', 'stop', 'restart', 'resize', 'delete', 'pull'] as const;
+export const SIM_OPERATIONS = [
+  'provision',
+  'start',
+  'stop',
+  'restart',
+  'resize',
+  'delete',
+  'pull',
+] as const;
 export type SimOperation = (typeof SIM_OPERATIONS)[number];
 export const FAULT_MODES = ['error', 'transient', 'hang'] as const;
 export type FaultMode = (typeof FAULT_MODES)[number];

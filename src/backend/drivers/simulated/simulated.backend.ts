@@ -78,7 +78,10 @@ export class SimulatedBackend implements CloudBackend {
   resize(ctx: OperationContext, backendId: string, flavor: string): Promise<void> {
     return this.mutate(ctx, 'resize', backendId, (vm) => {
       if (vm.state !== 'offline') {
-        throw new BackendError(`simulated backend error: VM ${backendId} must be stopped to resize`, false);
+        throw new BackendError(
+          `simulated backend error: VM ${backendId} must be stopped to resize`,
+          false,
+        );
       }
       if (vm.flavor === flavor) return false;
       vm.flavor = flavor;
@@ -96,7 +99,10 @@ export class SimulatedBackend implements CloudBackend {
     });
   }
 
-  async describe(ctx: OperationContext, backendId: string): Promise<{ state: VmPowerState } | null> {
+  async describe(
+    ctx: OperationContext,
+    backendId: string,
+  ): Promise<{ state: VmPowerState } | null> {
     await this.prelude(ctx, 'pull');
     const vm = await this.tx.run((em) => em.findOneBy(SimVm, { backendId }));
     return vm && vm.state !== 'deleted' ? { state: vm.state } : null;
@@ -110,10 +116,15 @@ export class SimulatedBackend implements CloudBackend {
       throw new BackendError(`simulated backend error: ${operation} did not answer`, false);
     }
     if (fault) {
-      throw new BackendError(`simulated backend error: ${fault.message}`, fault.mode === 'transient');
+      throw new BackendError(
+        `simulated backend error: ${fault.message}`,
+        fault.mode === 'transient',
+      );
     }
     if (this.config.simLatencyMs > 0) {
-      await sleep(this.config.simLatencyMs, undefined, { signal: ctx.signal }).catch(() => undefined);
+      await sleep(this.config.simLatencyMs, undefined, { signal: ctx.signal }).catch(
+        () => undefined,
+      );
     }
     if (ctx.signal.aborted) {
       throw new BackendError(`simulated backend error: ${operation} was cancelled`, false);
@@ -130,7 +141,10 @@ export class SimulatedBackend implements CloudBackend {
     await this.tx.run(async (em) => {
       const vm = await em.findOneBy(SimVm, { backendId });
       if (!vm || vm.state === 'deleted') {
-        throw new BackendError(`simulated backend error: VM ${backendId || '(none)'} does not exist`, false);
+        throw new BackendError(
+          `simulated backend error: VM ${backendId || '(none)'} does not exist`,
+          false,
+        );
       }
       if (vm.lastOperationId === ctx.operationId) return;
       if (change(vm)) await this.save(em, vm, ctx, operation);

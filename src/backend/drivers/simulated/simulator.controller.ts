@@ -15,7 +15,10 @@ export class SimulatorController {
 
   @Post('faults')
   @HttpCode(201)
-  @ApiOperation({ operationId: 'createFault', summary: 'Arm a fault in the simulated cloud (staff)' })
+  @ApiOperation({
+    operationId: 'createFault',
+    summary: 'Arm a fault in the simulated cloud (staff)',
+  })
   @ApiResponse({ status: 201, type: FaultDto })
   @ApiErrors(400, 401, 403)
   async arm(@Body() body: CreateFaultDto): Promise<FaultDto> {

@@ -1,6 +1,12 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { IsIn, IsInt, IsOptional, IsString, IsUUID, Max, MaxLength, Min } from 'class-validator';
-import { FAULT_MODES, FaultMode, SIM_OPERATIONS, SimFault, SimOperation } from '../sim-fault.entity';
+import {
+  FAULT_MODES,
+  FaultMode,
+  SIM_OPERATIONS,
+  SimFault,
+  SimOperation,
+} from '../sim-fault.entity';
 import type { SimVm } from '../sim-vm.entity';
 
 export class CreateFaultDto {
@@ -8,7 +14,11 @@ export class CreateFaultDto {
   @IsIn(SIM_OPERATIONS, { message: `operation must be one of: ${SIM_OPERATIONS.join(', ')}` })
   operation: SimOperation;
 
-  @ApiProperty({ required: false, format: 'uuid', description: 'Only this instance; any when omitted' })
+  @ApiProperty({
+    required: false,
+    format: 'uuid',
+    description: 'Only this instance; any when omitted',
+  })
   @IsOptional()
   @IsUUID('all', { message: 'instance_id must be a UUID' })
   instance_id?: string;
