@@ -27,13 +27,11 @@ export function configureApp(app: NestExpressApplication): void {
     // APP_ROLE=worker answers health checks only.
     app.use((req: Request, res: Response, next: NextFunction) => {
       if (req.path === '/api/health') return next();
-      res
-        .status(404)
-        .json({
-          statusCode: 404,
-          error: 'Not Found',
-          message: 'This process is a worker; it serves /api/health only',
-        });
+      res.status(404).json({
+        statusCode: 404,
+        error: 'Not Found',
+        message: 'This process is a worker; it serves /api/health only',
+      });
     });
     return;
   }

@@ -2,11 +2,21 @@ import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { NestExpressApplication } from '@nestjs/platform-express';
-import { AppModule } from './app.module';
-import { configureApp } from './app.setup';
-import { AppConfig } from './config/app-config';
+import { readEnvironment } from './config/environment';
 
 async function bootstrap(): Promise<void> {
+  try {
+    readEnvironment();
+  } catch (error) {
+    // A bad configuration is a message for a person, not a stack trace.
+    console.error((error as Error).message);
+    process.exit(1);
+  }
+  // Loaded after the check: AppModule's imports read the environment as they load.
+  const { AppModule } = await import('./app.module');
+  const { configureApp } = await import('./app.setup');
+  const { AppConfig } = await import('./config/app-config');
+
   const app = await NestFactory.create<NestExpressApplication>(AppModule, { bodyParser: false });
   configureApp(app);
   app.enableShutdownHooks();
@@ -18,8 +28,4 @@ async function bootstrap(): Promise<void> {
   );
 }
 
-bootstrap().catch((error: Error) => {
-  // A bad configuration is a message for a person, not a stack trace.
-  console.error(error.message.startsWith('Invalid configuration') ? error.message : error);
-  process.exit(1);
-});
+void bootstrap();

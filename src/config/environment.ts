@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { plainToInstance, Transform } from 'class-transformer';
 import {
   IsIn,
@@ -27,9 +28,9 @@ const emptyToUndefined = ({ value }: { value: unknown }) => (value === '' ? unde
  */
 export class Environment {
   @Transform(toInt)
-  @IsInt()
   @Min(0)
   @Max(65535)
+  @IsInt()
   PORT = 3000;
 
   @IsString()
@@ -65,45 +66,45 @@ export class Environment {
   BACKEND_DRIVER: BackendDriver = 'simulated';
 
   @Transform(toInt)
-  @IsInt()
   @Min(0)
+  @IsInt()
   SIM_LATENCY_MS = 1000;
 
   @Transform(toInt)
-  @IsInt()
   @Min(1)
+  @IsInt()
   JOB_TIMEOUT_MS = 60000;
 
   @Transform(toInt)
-  @IsInt()
   @Min(1000)
+  @IsInt()
   STUCK_AFTER_MS = 1800000;
 
   @Transform(toInt)
-  @IsInt()
   @Min(1)
   @Max(1000)
+  @IsInt()
   WORKER_CONCURRENCY = 10;
 
   @Transform(toInt)
-  @IsInt()
   @Min(1)
   @Max(100)
+  @IsInt()
   JOB_ATTEMPTS = 5;
 
   @Transform(toInt)
-  @IsInt()
   @Min(1)
+  @IsInt()
   JOB_BACKOFF_MS = 1000;
 
   @Transform(toInt)
-  @IsInt()
   @Min(10)
+  @IsInt()
   RELAY_INTERVAL_MS = 1000;
 
   @Transform(toInt)
-  @IsInt()
   @Min(100)
+  @IsInt()
   SWEEP_INTERVAL_MS = 60000;
 }
 
@@ -120,9 +121,13 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
       .map((key) => [key, raw[key]]),
   );
   const env = plainToInstance(Environment, own, { exposeDefaultValues: true });
-  const errors = validateSync(env, { whitelist: true });
+  const errors = validateSync(env, { whitelist: true, stopAtFirstError: true });
   if (errors.length > 0) {
-    const lines = errors.flatMap((e) => Object.values(e.constraints ?? {}));
+    const lines = errors.flatMap((e) =>
+      Object.values(e.constraints ?? {}).map((line) =>
+        e.property === 'ADMIN_TOKEN' ? line : `${line} (got '${String(raw[e.property])}')`,
+      ),
+    );
     throw new Error(`Invalid configuration:\n  - ${lines.join('\n  - ')}`);
   }
   if (env.APP_ROLE !== 'all' && env.DATABASE_URL.startsWith('sqlite:')) {
@@ -132,4 +137,13 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
     );
   }
   return env;
+}
+
+/**
+ * For `main.ts`, before anything else loads: reads `.env` (the process environment wins over it)
+ * and validates, so a bad value ends the start with the message alone.
+ */
+export function readEnvironment(envFile = '.env'): Environment {
+  if (existsSync(envFile)) process.loadEnvFile(envFile);
+  return validateEnvironment(process.env);
 }

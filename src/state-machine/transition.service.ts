@@ -9,12 +9,7 @@ import { INSTANCE_EVENT, OPERATION_SCHEDULED } from './domain-events';
 import { InstanceEvent } from './instance-event.entity';
 import { InstanceTransition } from './instance-transition.entity';
 import { Instance } from './instance.entity';
-import {
-  Action,
-  INSTANCE_MACHINE,
-  InstanceState,
-  STABLE_STATES,
-} from './instance.machine';
+import { Action, INSTANCE_MACHINE, InstanceState, STABLE_STATES } from './instance.machine';
 import { Operation, OperationParams, OperationStatus, isFinished } from './operation.entity';
 
 export interface NewInstance {
@@ -182,7 +177,7 @@ export class TransitionService {
       const operation = await em.findOneBy(Operation, { id: operationId });
       if (!operation || isFinished(operation.status)) return null;
       const spec = INSTANCE_MACHINE[operation.action];
-      const instance = await em.findOneBy(Instance, { id: operation.instanceId });
+      const instance = await this.lockInstance(em, operation.instanceId);
       const owned =
         instance?.operationId === operation.id &&
         (instance.state === spec.scheduled || instance.state === spec.inProgress);
@@ -270,7 +265,7 @@ export class TransitionService {
    */
   async sweep(instance: Instance, action: Action): Promise<boolean> {
     return this.write(async (em, changes) => {
-      const fresh = await em.findOneBy(Instance, { id: instance.id });
+      const fresh = await this.lockInstance(em, instance.id);
       if (
         !fresh ||
         fresh.state !== instance.state ||
@@ -372,7 +367,7 @@ export class TransitionService {
     orScheduled = false,
   ): Promise<Instance | null> {
     const spec = INSTANCE_MACHINE[operation.action];
-    const instance = await em.findOneBy(Instance, { id: operation.instanceId });
+    const instance = await this.lockInstance(em, operation.instanceId);
     const states = orScheduled ? [spec.inProgress, spec.scheduled] : [spec.inProgress];
     if (instance && instance.operationId === operation.id && states.includes(instance.state)) {
       return instance;
@@ -393,6 +388,18 @@ export class TransitionService {
       { status, errorMessage, updatedAt: new Date() },
     );
     operation.status = status;
+  }
+
+  /**
+   * Reads an instance for a worker-side change and, on PostgreSQL, locks its row until commit, so
+   * two runs of one job (a stalled job re-sent while the first still runs) or two sweepers take
+   * turns. SQLite's write lock already serialises every write transaction.
+   */
+  private lockInstance(em: EntityManager, id: string): Promise<Instance | null> {
+    return em.findOne(Instance, {
+      where: { id },
+      lock: this.tx.isSqlite ? undefined : { mode: 'pessimistic_write' },
+    });
   }
 
   private async compareAndSet(
