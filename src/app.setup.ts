@@ -51,6 +51,7 @@ export function setupSwagger(app: INestApplication): void {
       .addBearerAuth({
         type: 'http',
         scheme: 'bearer',
+        bearerFormat: 'API token',
         description: 'An API token from POST /api/users or ADMIN_TOKEN',
       })
       .build(),

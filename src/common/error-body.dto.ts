@@ -2,7 +2,7 @@ import { ApiProperty } from '@nestjs/swagger';
 
 /** Every error answer: NestJS's shape. */
 export class ErrorBodyDto {
-  @ApiProperty({ example: 409 })
+  @ApiProperty({ type: 'integer', example: 409 })
   statusCode: number;
 
   @ApiProperty({ example: 'Conflict' })

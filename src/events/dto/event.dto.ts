@@ -9,14 +9,18 @@ export class ListEventsQuery {
   @IsUUID('all', { message: 'instance_id must be a UUID' })
   instance_id?: string;
 
-  @ApiPropertyOptional({ description: 'An event id: only later events are listed' })
+  @ApiPropertyOptional({
+    type: 'integer',
+    minimum: 0,
+    description: 'An event id: only later events are listed',
+  })
   @IsOptional()
   @Type(() => Number)
   @IsInt({ message: 'after must be an event id (a whole number)' })
   @Min(0, { message: 'after must be an event id (a whole number)' })
   after?: number;
 
-  @ApiPropertyOptional({ minimum: 1, maximum: 500, default: 100 })
+  @ApiPropertyOptional({ type: 'integer', minimum: 1, maximum: 500, default: 100 })
   @IsOptional()
   @Type(() => Number)
   @IsInt({ message: 'limit must be a whole number from 1 to 500' })
@@ -26,7 +30,8 @@ export class ListEventsQuery {
 }
 
 export class EventDto {
-  @ApiProperty({ description: 'Increasing; pass as `after` to read on' }) id: number;
+  @ApiProperty({ type: 'integer', description: 'Increasing; pass as `after` to read on' })
+  id: number;
   @ApiProperty({
     example: 'instance.start.succeeded',
     description:

@@ -45,9 +45,10 @@ export class InstanceDto {
 
 export class InstancePageDto {
   @ApiProperty({ type: [InstanceDto] }) items: InstanceDto[];
-  @ApiProperty({ description: 'How many match the filters in all' }) total: number;
-  @ApiProperty() limit: number;
-  @ApiProperty() offset: number;
+  @ApiProperty({ type: 'integer', description: 'How many match the filters in all' })
+  total: number;
+  @ApiProperty({ type: 'integer' }) limit: number;
+  @ApiProperty({ type: 'integer' }) offset: number;
 }
 
 export class TransitionDto {
@@ -76,9 +77,9 @@ export class TransitionListDto {
 
 export class FlavorDto {
   @ApiProperty({ enum: FLAVOR_NAMES }) name: string;
-  @ApiProperty() cores: number;
-  @ApiProperty() ram_mb: number;
-  @ApiProperty() disk_gb: number;
+  @ApiProperty({ type: 'integer' }) cores: number;
+  @ApiProperty({ type: 'integer' }) ram_mb: number;
+  @ApiProperty({ type: 'integer' }) disk_gb: number;
 }
 
 export class FlavorListDto {

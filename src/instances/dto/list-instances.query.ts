@@ -23,7 +23,7 @@ export class ListInstancesQuery {
   @MaxLength(63, { message: 'name must be at most 63 characters' })
   name?: string;
 
-  @ApiPropertyOptional({ minimum: 1, maximum: 500, default: 50 })
+  @ApiPropertyOptional({ type: 'integer', minimum: 1, maximum: 500, default: 50 })
   @IsOptional()
   @Type(() => Number)
   @IsInt({ message: 'limit must be a whole number from 1 to 500' })
@@ -31,7 +31,7 @@ export class ListInstancesQuery {
   @Max(500, { message: 'limit must be a whole number from 1 to 500' })
   limit: number = 50;
 
-  @ApiPropertyOptional({ minimum: 0, default: 0 })
+  @ApiPropertyOptional({ type: 'integer', minimum: 0, default: 0 })
   @IsOptional()
   @Type(() => Number)
   @IsInt({ message: 'offset must be a whole number, 0 or more' })

@@ -37,7 +37,7 @@ export class CreateFaultDto {
   @MaxLength(500, { message: 'message must be at most 500 characters' })
   message?: string;
 
-  @ApiProperty({ required: false, default: 1, minimum: 1, maximum: 1000 })
+  @ApiProperty({ required: false, type: 'integer', default: 1, minimum: 1, maximum: 1000 })
   @IsOptional()
   @IsInt({ message: 'times must be a whole number' })
   @Min(1, { message: 'times must be at least 1' })
@@ -51,7 +51,8 @@ export class FaultDto {
   @ApiProperty({ format: 'uuid', nullable: true, type: String }) instance_id: string | null;
   @ApiProperty({ enum: FAULT_MODES }) mode: FaultMode;
   @ApiProperty() message: string;
-  @ApiProperty({ description: 'How many more operations it hits' }) times: number;
+  @ApiProperty({ type: 'integer', description: 'How many more operations it hits' })
+  times: number;
   @ApiProperty({ format: 'date-time' }) created_at: string;
 
   static of(f: SimFault): FaultDto {
