@@ -4,6 +4,9 @@ import { NestFactory } from '@nestjs/core';
 import { NestExpressApplication } from '@nestjs/platform-express';
 import { readEnvironment } from './config/environment';
 
+/** Within the 30 s a container runtime grants by default after SIGTERM. */
+const SHUTDOWN_DEADLINE_MS = 25_000;
+
 async function bootstrap(): Promise<void> {
   try {
     readEnvironment();
@@ -20,6 +23,10 @@ async function bootstrap(): Promise<void> {
   const app = await NestFactory.create<NestExpressApplication>(AppModule, { bodyParser: false });
   configureApp(app);
   app.enableShutdownHooks();
+  // Closing waits for running jobs and for Redis; if either never answers, do not hang forever.
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => setTimeout(() => process.exit(1), SHUTDOWN_DEADLINE_MS).unref());
+  }
   const config = app.get(AppConfig);
   await app.listen(config.port, config.host);
   new Logger('Provisor').log(
