@@ -125,17 +125,21 @@ export class TransitionService {
     });
   }
 
-  async update(id: string, patch: InstancePatch, actor: Actor): Promise<Instance> {
+  async update(id: string, fields: InstancePatch, actor: Actor): Promise<Instance> {
+    // Only what the client sent; an absent field keeps its value.
+    const patch = Object.fromEntries(
+      Object.entries(fields).filter(([, value]) => value !== undefined),
+    ) as InstancePatch;
     return this.write(async (em, changes) => {
       const current = await this.findVisible(em, id, actor);
+      if (Object.keys(patch).length === 0) {
+        if (!STABLE_STATES.includes(current.state)) throw this.notEditable(current.state);
+        return current;
+      }
       const now = new Date();
       const won = await this.compareAndSet(em, id, STABLE_STATES, { ...patch, updatedAt: now });
       if (!won) {
-        const state = (await this.findVisible(em, id, actor)).state;
-        throw new DomainError(
-          DomainErrorCode.InvalidTransition,
-          `Cannot update instance in state '${state}'; allowed from: ${STABLE_STATES.join(', ')}`,
-        );
+        throw this.notEditable((await this.findVisible(em, id, actor)).state);
       }
       const instance = { ...current, ...patch, updatedAt: now };
       await this.record(em, changes, instance, current.state, 'update', 'instance.updated', now);
@@ -425,6 +429,13 @@ export class TransitionService {
     );
     if (!instance) throw DomainError.notFound('Instance');
     return instance;
+  }
+
+  private notEditable(state: InstanceState): DomainError {
+    return new DomainError(
+      DomainErrorCode.InvalidTransition,
+      `Cannot update instance in state '${state}'; allowed from: ${STABLE_STATES.join(', ')}`,
+    );
   }
 
   private invalid(action: string, state: InstanceState, from: readonly InstanceState[]) {

@@ -1,12 +1,14 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { IsInt, IsOptional, IsUUID, Max, Min } from 'class-validator';
+import { LowerCase } from '../../common/uuid.pipe';
 import type { InstanceEvent } from '../../state-machine/instance-event.entity';
 
 export class ListEventsQuery {
   @ApiPropertyOptional({ format: 'uuid', description: 'Only events of this instance' })
   @IsOptional()
   @IsUUID('all', { message: 'instance_id must be a UUID' })
+  @LowerCase()
   instance_id?: string;
 
   @ApiPropertyOptional({
@@ -18,6 +20,7 @@ export class ListEventsQuery {
   @Type(() => Number)
   @IsInt({ message: 'after must be an event id (a whole number)' })
   @Min(0, { message: 'after must be an event id (a whole number)' })
+  @Max(2_147_483_647, { message: 'after must be an event id (a whole number up to 2147483647)' })
   after?: number;
 
   @ApiPropertyOptional({ type: 'integer', minimum: 1, maximum: 500, default: 100 })

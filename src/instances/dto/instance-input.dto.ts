@@ -1,5 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { IsIn, IsOptional, IsString, Matches, MaxLength } from 'class-validator';
+import { IsIn, IsString, Matches, MaxLength } from 'class-validator';
+import { OptionalButNotNull } from '../../common/present.decorator';
 import { InstanceState } from '../../state-machine/instance.machine';
 import { FLAVOR_NAMES, IMAGE_NAMES } from '../catalog';
 
@@ -19,12 +20,12 @@ export class CreateInstanceDto {
   flavor: string;
 
   @ApiPropertyOptional({ enum: IMAGE_NAMES, default: 'debian-12' })
-  @IsOptional()
+  @OptionalButNotNull()
   @IsIn(IMAGE_NAMES, { message: `image must be one of: ${IMAGE_NAMES.join(', ')}` })
   image?: string;
 
   @ApiPropertyOptional({ maxLength: 500, default: '' })
-  @IsOptional()
+  @OptionalButNotNull()
   @IsString({ message: 'description must be a string' })
   @MaxLength(500, { message: 'description must be at most 500 characters' })
   description?: string;
@@ -37,13 +38,13 @@ export class UpdateInstanceDto {
     minLength: 1,
     maxLength: 63,
   })
-  @IsOptional()
+  @OptionalButNotNull()
   @IsString({ message: 'name must be a string' })
   @Matches(NAME_PATTERN, { message: NAME_MESSAGE })
   name?: string;
 
   @ApiPropertyOptional({ maxLength: 500 })
-  @IsOptional()
+  @OptionalButNotNull()
   @IsString({ message: 'description must be a string' })
   @MaxLength(500, { message: 'description must be at most 500 characters' })
   description?: string;

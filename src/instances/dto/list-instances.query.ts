@@ -31,10 +31,11 @@ export class ListInstancesQuery {
   @Max(500, { message: 'limit must be a whole number from 1 to 500' })
   limit: number = 50;
 
-  @ApiPropertyOptional({ type: 'integer', minimum: 0, default: 0 })
+  @ApiPropertyOptional({ type: 'integer', minimum: 0, maximum: 2_147_483_647, default: 0 })
   @IsOptional()
   @Type(() => Number)
-  @IsInt({ message: 'offset must be a whole number, 0 or more' })
-  @Min(0, { message: 'offset must be a whole number, 0 or more' })
+  @IsInt({ message: 'offset must be a whole number from 0 to 2147483647' })
+  @Min(0, { message: 'offset must be a whole number from 0 to 2147483647' })
+  @Max(2_147_483_647, { message: 'offset must be a whole number from 0 to 2147483647' })
   offset: number = 0;
 }

@@ -1,4 +1,6 @@
 import { ApiProperty } from '@nestjs/swagger';
+import { OptionalButNotNull } from '../../../../common/present.decorator';
+import { LowerCase } from '../../../../common/uuid.pipe';
 import { IsIn, IsInt, IsOptional, IsString, IsUUID, Max, MaxLength, Min } from 'class-validator';
 import {
   FAULT_MODES,
@@ -21,6 +23,7 @@ export class CreateFaultDto {
   })
   @IsOptional()
   @IsUUID('all', { message: 'instance_id must be a UUID' })
+  @LowerCase()
   instance_id?: string;
 
   @ApiProperty({
@@ -32,13 +35,13 @@ export class CreateFaultDto {
   mode: FaultMode;
 
   @ApiProperty({ required: false, maxLength: 500, example: 'host unreachable' })
-  @IsOptional()
+  @OptionalButNotNull()
   @IsString({ message: 'message must be a string' })
   @MaxLength(500, { message: 'message must be at most 500 characters' })
   message?: string;
 
   @ApiProperty({ required: false, type: 'integer', default: 1, minimum: 1, maximum: 1000 })
-  @IsOptional()
+  @OptionalButNotNull()
   @IsInt({ message: 'times must be a whole number' })
   @Min(1, { message: 'times must be at least 1' })
   @Max(1000, { message: 'times must be at most 1000' })
