@@ -33,7 +33,7 @@ import { ListInstancesQuery } from './dto/list-instances.query';
 import { InstanceQueries } from './instance-queries.service';
 
 /** An action route: `202` with the instance, idempotent by key, documented as such. */
-function ActionRoute(operationId: string, summary: string) {
+function ActionRoute(operationId: string, summary: string, errors = [400, 401, 404, 409, 422]) {
   return applyDecorators(
     HttpCode(202),
     Idempotent(),
@@ -48,7 +48,7 @@ function ActionRoute(operationId: string, summary: string) {
       type: InstanceDto,
       description: 'Accepted; the instance is in its *_scheduled state',
     }),
-    ApiErrors(400, 401, 404, 409, 422),
+    ApiErrors(...errors),
   );
 }
 
@@ -62,7 +62,12 @@ export class InstancesController {
   ) {}
 
   @Post()
-  @ActionRoute('createInstance', 'Create an instance; provisioning runs in the background')
+  @ActionRoute(
+    'createInstance',
+    'Create an instance; provisioning runs in the background',
+    // 409: a repeat of an Idempotency-Key whose first request is still running.
+    [400, 401, 409, 413, 422],
+  )
   async create(
     @Body() body: CreateInstanceDto,
     @CurrentUser() actor: Actor,
