@@ -1,4 +1,5 @@
 import { ArgumentMetadata, BadRequestException, ParseUUIDPipe } from '@nestjs/common';
+import { ApiParam } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
 
 /**
@@ -24,3 +25,7 @@ export const LowerCase = () =>
   Transform(({ value }: { value: unknown }) =>
     typeof value === 'string' ? value.toLowerCase() : value,
   );
+
+/** Documents the `{id}` path parameter of a route as a UUID. */
+export const ApiIdParam = (description = 'The resource id') =>
+  ApiParam({ name: 'id', type: String, format: 'uuid', description });

@@ -16,7 +16,7 @@ import type { Response } from 'express';
 import type { Actor } from '../auth/actor';
 import { CurrentUser, Staff } from '../auth/auth.decorators';
 import { ApiErrors } from '../common/api-errors.decorator';
-import { parseUuid } from '../common/uuid.pipe';
+import { ApiIdParam, parseUuid } from '../common/uuid.pipe';
 import { Idempotent } from '../idempotency/idempotent.decorator';
 import { Action } from '../state-machine/instance.machine';
 import { TransitionService } from '../state-machine/transition.service';
@@ -107,6 +107,7 @@ export class InstancesController {
   @ApiOperation({ operationId: 'getInstance', summary: 'One instance; poll its state' })
   @ApiResponse({ status: 200, type: InstanceDto })
   @ApiErrors(400, 401, 404)
+  @ApiIdParam("The instance's id")
   async get(
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
@@ -121,6 +122,7 @@ export class InstancesController {
   })
   @ApiResponse({ status: 200, type: InstanceDto })
   @ApiErrors(400, 401, 404, 409)
+  @ApiIdParam("The instance's id")
   async update(
     @Param('id', parseUuid()) id: string,
     @Body() body: UpdateInstanceDto,
@@ -131,6 +133,7 @@ export class InstancesController {
 
   @Delete(':id')
   @ActionRoute('deleteInstance', 'Delete an offline or erred instance (forced from erred)')
+  @ApiIdParam("The instance's id")
   async delete(
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
@@ -140,6 +143,7 @@ export class InstancesController {
 
   @Post(':id/start')
   @ActionRoute('startInstance', 'Start an offline instance')
+  @ApiIdParam("The instance's id")
   async start(
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
@@ -149,6 +153,7 @@ export class InstancesController {
 
   @Post(':id/stop')
   @ActionRoute('stopInstance', 'Stop an online instance')
+  @ApiIdParam("The instance's id")
   async stop(
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
@@ -158,6 +163,7 @@ export class InstancesController {
 
   @Post(':id/restart')
   @ActionRoute('restartInstance', 'Restart an online instance')
+  @ApiIdParam("The instance's id")
   async restart(
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
@@ -167,6 +173,7 @@ export class InstancesController {
 
   @Post(':id/resize')
   @ActionRoute('resizeInstance', 'Change the flavor of an offline instance')
+  @ApiIdParam("The instance's id")
   async resize(
     @Param('id', parseUuid()) id: string,
     @Body() body: ResizeInstanceDto,
@@ -180,6 +187,7 @@ export class InstancesController {
 
   @Post(':id/pull')
   @ActionRoute('pullInstance', 'Ask the backend what the VM really is; clears an error state')
+  @ApiIdParam("The instance's id")
   async pull(
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
@@ -194,6 +202,7 @@ export class InstancesController {
   })
   @ApiResponse({ status: 200, type: TransitionListDto })
   @ApiErrors(400, 401, 404)
+  @ApiIdParam("The instance's id")
   async transitionsOf(
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
@@ -210,6 +219,7 @@ export class InstancesController {
   })
   @ApiResponse({ status: 200, type: InstanceDto })
   @ApiErrors(400, 401, 403, 404)
+  @ApiIdParam("The instance's id")
   async setErred(
     @Param('id', parseUuid()) id: string,
     @Body() body: SetErredDto,
@@ -227,6 +237,7 @@ export class InstancesController {
   })
   @ApiResponse({ status: 200, type: InstanceDto })
   @ApiErrors(400, 401, 403, 404)
+  @ApiIdParam("The instance's id")
   async setOk(
     @Param('id', parseUuid()) id: string,
     @Body() body: SetOkDto,
@@ -244,6 +255,7 @@ export class InstancesController {
   })
   @ApiResponse({ status: 204, description: 'Removed' })
   @ApiErrors(400, 401, 403, 404)
+  @ApiIdParam("The instance's id")
   async unlink(@Param('id', parseUuid()) id: string, @CurrentUser() actor: Actor): Promise<void> {
     await this.transitions.unlink(id, actor);
   }

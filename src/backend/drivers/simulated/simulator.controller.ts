@@ -2,7 +2,7 @@ import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query } from '@ne
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiResponse, ApiTags } from '@nestjs/swagger';
 import { Staff } from '../../../auth/auth.decorators';
 import { ApiErrors } from '../../../common/api-errors.decorator';
-import { parseUuid } from '../../../common/uuid.pipe';
+import { ApiIdParam, parseUuid } from '../../../common/uuid.pipe';
 import { CreateFaultDto, FaultDto, FaultListDto, SimVmDto, SimVmListDto } from './dto/fault.dto';
 import { SimFaultsService } from './sim-faults.service';
 
@@ -45,6 +45,7 @@ export class SimulatorController {
   @ApiOperation({ operationId: 'deleteFault', summary: 'Disarm a fault (staff)' })
   @ApiResponse({ status: 204, description: 'Disarmed' })
   @ApiErrors(400, 401, 403, 404)
+  @ApiIdParam("The fault's id")
   async disarm(@Param('id', parseUuid()) id: string): Promise<void> {
     await this.faults.disarm(id);
   }
