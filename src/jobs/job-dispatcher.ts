@@ -18,6 +18,8 @@ const ADD_TIMEOUT_MS = 2_000;
 @Injectable()
 export class JobDispatcher {
   private readonly logger = new Logger(JobDispatcher.name);
+  /** A hand-over was skipped or failed since the relay last asked. */
+  private missed = false;
 
   constructor(
     @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue<InstanceJobData>,
@@ -34,6 +36,13 @@ export class JobDispatcher {
     void this.dispatch([operation]);
   }
 
+  /** Whether a hand-over was missed since the last call: the relay then sends at once. */
+  takeMissed(): boolean {
+    const missed = this.missed;
+    this.missed = false;
+    return missed;
+  }
+
   get redisReady(): boolean {
     return this.queue.client.status === 'ready';
   }
@@ -41,7 +50,10 @@ export class JobDispatcher {
   /** Hands rows to Bull; true if Redis took them all. Never throws. */
   async dispatch(operations: readonly Operation[]): Promise<boolean> {
     if (operations.length === 0) return true;
-    if (!this.redisReady) return false;
+    if (!this.redisReady) {
+      this.missed = true;
+      return false;
+    }
     const options = instanceJobOptions(this.config);
     try {
       await withTimeout(
@@ -57,6 +69,7 @@ export class JobDispatcher {
       );
       return true;
     } catch (error) {
+      this.missed = true;
       this.logger.warn(
         `Could not hand ${operations.length} operation(s) to the queue; the relay will retry: ${
           (error as Error).message

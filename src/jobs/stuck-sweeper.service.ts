@@ -4,6 +4,7 @@ import { InjectRepository } from '@nestjs/typeorm';
 import type { Queue } from 'bull';
 import { In, Repository } from 'typeorm';
 import { AppConfig } from '../config/app-config';
+import { PeriodicTask } from '../common/periodic-task';
 import { TransactionRunner } from '../database/transaction-runner';
 import { Instance } from '../state-machine/instance.entity';
 import { TRANSITIONAL_STATES, actionOfState } from '../state-machine/instance.machine';
@@ -21,8 +22,7 @@ const LIVE_JOB_STATES = new Set(['active', 'waiting', 'delayed', 'paused']);
 @Injectable()
 export class StuckSweeper implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(StuckSweeper.name);
-  private timer?: NodeJS.Timeout;
-  private running = false;
+  private readonly task = new PeriodicTask(this.logger, 'Sweep', () => this.pass());
 
   constructor(
     @InjectRepository(Instance) private readonly instances: Repository<Instance>,
@@ -33,39 +33,35 @@ export class StuckSweeper implements OnApplicationBootstrap, OnApplicationShutdo
   ) {}
 
   onApplicationBootstrap(): void {
-    this.timer = setInterval(() => void this.sweep(), this.config.sweepIntervalMs);
-    this.timer.unref();
+    this.task.start(this.config.sweepIntervalMs);
   }
 
   onApplicationShutdown(): void {
-    clearInterval(this.timer);
+    this.task.stop();
   }
 
-  /** One pass; returns how many instances it moved to `erred`. */
-  async sweep(): Promise<number> {
-    if (this.running || this.queue.client.status !== 'ready') return 0;
-    this.running = true;
+  /** One pass now; how many instances it moved to `erred`. */
+  sweep(): Promise<number> {
+    return this.task.run();
+  }
+
+  private async pass(): Promise<number> {
+    if (this.queue.client.status !== 'ready') return 0;
+    const cutoff = new Date(Date.now() - this.config.stuckAfterMs);
+    const stale = await this.instances
+      .createQueryBuilder('i')
+      .where({ state: In([...TRANSITIONAL_STATES]) })
+      .andWhere('i.updated_at < :cutoff', { cutoff: this.tx.timeParam(cutoff) })
+      .orderBy('i.updated_at', 'ASC')
+      .limit(BATCH)
+      .getMany();
     let swept = 0;
-    try {
-      const cutoff = new Date(Date.now() - this.config.stuckAfterMs);
-      const stale = await this.instances
-        .createQueryBuilder('i')
-        .where({ state: In([...TRANSITIONAL_STATES]) })
-        .andWhere('i.updated_at < :cutoff', { cutoff: this.tx.timeParam(cutoff) })
-        .orderBy('i.updated_at', 'ASC')
-        .limit(BATCH)
-        .getMany();
-      for (const instance of stale) {
-        if (instance.operationId && (await this.hasLiveJob(instance.operationId))) continue;
-        const action = actionOfState(instance.state);
-        if (action && (await this.transitions.sweep(instance, action))) swept++;
-      }
-      if (swept > 0) this.logger.warn(`Moved ${swept} stuck instance(s) to erred`);
-    } catch (error) {
-      this.logger.warn(`Sweep failed: ${(error as Error).message}`);
-    } finally {
-      this.running = false;
+    for (const instance of stale) {
+      if (instance.operationId && (await this.hasLiveJob(instance.operationId))) continue;
+      const action = actionOfState(instance.state);
+      if (action && (await this.transitions.sweep(instance, action))) swept++;
     }
+    if (swept > 0) this.logger.warn(`Moved ${swept} stuck instance(s) to erred`);
     return swept;
   }
 
