@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { EventEmitter2 } from '@nestjs/event-emitter';
 import { randomUUID } from 'node:crypto';
-import { EntityManager } from 'typeorm';
+import { EntityManager, In } from 'typeorm';
 import type { Actor } from '../auth/actor';
 import { DomainError, DomainErrorCode } from '../common/domain-error';
 import { TransactionRunner } from '../database/transaction-runner';
@@ -386,9 +386,10 @@ export class TransitionService {
     status: OperationStatus,
     errorMessage: string,
   ): Promise<void> {
+    // Only an open operation closes: a second run of a finished job must not rewrite its outcome.
     await em.update(
       Operation,
-      { id: operation.id },
+      { id: operation.id, status: In([OperationStatus.Pending, OperationStatus.Running]) },
       { status, errorMessage, updatedAt: new Date() },
     );
     operation.status = status;
