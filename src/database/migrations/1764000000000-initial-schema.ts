@@ -91,7 +91,10 @@ export class InitialSchema1764000000000 implements MigrationInterface {
             name: 'ix_instances_state_updated',
             columnNames: ['state', 'updated_at'],
           }),
-          new TableIndex({ name: 'ix_instances_state_created', columnNames: ['state', 'created_at'] }),
+          new TableIndex({
+            name: 'ix_instances_state_created',
+            columnNames: ['state', 'created_at'],
+          }),
           new TableIndex({ name: 'ix_instances_created', columnNames: ['created_at'] }),
         ],
       }),
