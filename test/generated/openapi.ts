@@ -357,6 +357,14 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        ErrorBodyDto: {
+            /** @example 409 */
+            statusCode: number;
+            /** @example Conflict */
+            error: string;
+            /** @example Cannot start instance in state 'online'; allowed from: offline */
+            message: string | string[];
+        };
         CreateUserDto: {
             /** @example alice */
             username: string;
@@ -373,14 +381,6 @@ export interface components {
             token: string;
             /** Format: date-time */
             created_at: string;
-        };
-        ErrorBodyDto: {
-            /** @example 409 */
-            statusCode: number;
-            /** @example Conflict */
-            error: string;
-            /** @example Cannot start instance in state 'online'; allowed from: offline */
-            message: string | string[];
         };
         MeDto: {
             /** Format: uuid */
