@@ -2,9 +2,9 @@ import { INestApplication, ValidationPipe } from '@nestjs/common';
 import { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { NextFunction, Request, Response } from 'express';
+import { BODY_LIMIT_BYTES } from './common/body-limit';
+import { rejectNulCharacters } from './common/reject-nul.middleware';
 import { AppConfig } from './config/app-config';
-
-export const BODY_LIMIT_BYTES = 65_536;
 
 /**
  * Everything `main.ts` does to the app before it listens, shared with the e2e tests so that they
@@ -14,6 +14,7 @@ export function configureApp(app: NestExpressApplication): void {
   const config = app.get(AppConfig);
   app.disable('x-powered-by');
   app.useBodyParser('json', { limit: BODY_LIMIT_BYTES });
+  app.use(rejectNulCharacters);
   app.useGlobalPipes(
     new ValidationPipe({
       whitelist: true,

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Response } from 'supertest';
-import { ApiClient, InstanceBody } from './support/api';
+import { ApiClient, bearer, InstanceBody } from './support/api';
 import { startApp, TestApp } from './support/test-app';
 
 /** API.md sections 5 and 6: bad input is a 4xx in the one error shape, and changes nothing. */
@@ -207,6 +207,45 @@ describe('input validation and errors', () => {
         'state',
       );
       expect(await snapshot(vm.id)).toEqual(before);
+    });
+  });
+
+  describe('characters and encodings no database takes', () => {
+    it('refuses a NUL character in a body or a query with 400, changing nothing', async () => {
+      const before = await snapshot(vm.id);
+      const account = await accountSnapshot(alice);
+      expectError(
+        await alice.post('/api/instances', {
+          name: 'nul',
+          flavor: 'small',
+          description: 'a\u0000b',
+        }),
+        400,
+        'NUL',
+      );
+      expectError(
+        await alice.patch(`/api/instances/${vm.id}`, { description: 'a\u0000b' }),
+        400,
+        'NUL',
+      );
+      expectError(await alice.get('/api/instances?name=a%00b'), 400, 'NUL');
+      expectError(
+        await admin.post(`/api/instances/${vm.id}/set_erred`, { error_message: '\u0000' }),
+        400,
+        'NUL',
+      );
+      expect(await snapshot(vm.id)).toEqual(before);
+      expect(await accountSnapshot(alice)).toEqual(account);
+    });
+
+    it('answers a body that claims gzip but is not with 400', async () => {
+      const res = await t.http
+        .post('/api/instances')
+        .set(bearer(alice.token))
+        .set('Content-Type', 'application/json')
+        .set('Content-Encoding', 'gzip')
+        .send(Buffer.from('{"name":"zip","flavor":"small"}'));
+      expectError(res, 400);
     });
   });
 

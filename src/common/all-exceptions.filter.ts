@@ -7,6 +7,8 @@ import {
   Logger,
 } from '@nestjs/common';
 import type { Response } from 'express';
+import { QueryFailedError } from 'typeorm';
+import { BODY_LIMIT_BYTES } from './body-limit';
 import { DomainError, DomainErrorCode } from './domain-error';
 
 export interface ErrorBody {
@@ -62,39 +64,53 @@ export function toErrorBody(exception: unknown, logger?: Logger): ErrorBody {
         : exception.message;
     return { statusCode, error: REASON[statusCode] ?? exception.name, message };
   }
-  const parserError = bodyParserError(exception);
-  if (parserError) return parserError;
+  const clientError = bodyParserError(exception) ?? databaseInputError(exception);
+  if (clientError) return clientError;
   logger?.error(
     exception instanceof Error ? (exception.stack ?? exception.message) : String(exception),
   );
   return { statusCode: 500, error: REASON[500], message: 'Internal server error' };
 }
 
+/** Errors of the body parser (and the decompression under it) are the client's: keep their 4xx. */
 function bodyParserError(exception: unknown): ErrorBody | null {
-  if (typeof exception !== 'object' || exception === null || !('type' in exception)) return null;
-  const { type, status } = exception as { type: string; status?: number };
-  switch (type) {
-    case 'entity.too.large':
-      return {
-        statusCode: 413,
-        error: REASON[413],
-        message: 'Request body is larger than the limit of 65536 bytes',
-      };
-    case 'entity.parse.failed':
-      return { statusCode: 400, error: REASON[400], message: 'Malformed JSON in request body' };
-    case 'encoding.unsupported':
-    case 'charset.unsupported':
-      return { statusCode: 415, error: REASON[415], message: 'Unsupported body encoding' };
-    default:
-      if (status && status >= 400 && status < 500) {
-        return {
-          statusCode: status,
-          error: REASON[status] ?? 'Bad Request',
-          message: 'Invalid request body',
-        };
-      }
-      return null;
+  if (typeof exception !== 'object' || exception === null) return null;
+  const { type, status } = exception as { type?: string; status?: unknown };
+  if (type === 'entity.too.large') {
+    return {
+      statusCode: 413,
+      error: REASON[413],
+      message: `Request body is larger than the limit of ${BODY_LIMIT_BYTES} bytes`,
+    };
   }
+  if (type === 'entity.parse.failed') {
+    return { statusCode: 400, error: REASON[400], message: 'Malformed JSON in request body' };
+  }
+  if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
+    return { statusCode: 415, error: REASON[415], message: 'Unsupported body encoding' };
+  }
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return {
+      statusCode: status,
+      error: REASON[status] ?? 'Bad Request',
+      message: 'The request body could not be read (bad encoding or compression)',
+    };
+  }
+  return null;
+}
+
+/** PostgreSQL refuses NUL characters in text; that is the client's input, not a fault of ours. */
+function databaseInputError(exception: unknown): ErrorBody | null {
+  if (!(exception instanceof QueryFailedError)) return null;
+  const code = (exception.driverError as { code?: string } | undefined)?.code;
+  if (code === '22021' || code === '22P05') {
+    return {
+      statusCode: 400,
+      error: REASON[400],
+      message: 'Text must not contain NUL (\\u0000) characters',
+    };
+  }
+  return null;
 }
 
 function statusOf(exception: unknown, body: ErrorBody): number {

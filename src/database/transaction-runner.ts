@@ -4,6 +4,9 @@ import { Mutex } from 'async-mutex';
 import { DataSource, EntityManager } from 'typeorm';
 import { DateUtils } from 'typeorm/util/DateUtils';
 
+/** Advisory lock key of the event log ("PROV"). */
+const EVENT_LOG_LOCK = 0x50524f56;
+
 /**
  * Runs write transactions. TypeORM's SQLite driver shares ONE connection, so two interleaved
  * transactions on it would nest and corrupt each other: on SQLite every write transaction takes
@@ -27,6 +30,15 @@ export class TransactionRunner {
       return this.sqliteWriteLock.runExclusive(() => this.dataSource.transaction(work));
     }
     return this.dataSource.transaction(work);
+  }
+
+  /**
+   * Inside a transaction: waits for, and holds until commit, the event log's lock. Event ids come
+   * from a sequence at insert time but show at commit; taking ids under this lock makes the two
+   * orders agree on PostgreSQL. SQLite's write lock already does.
+   */
+  async lockEventLog(manager: EntityManager): Promise<void> {
+    if (!this.isSqlite) await manager.query('SELECT pg_advisory_xact_lock($1)', [EVENT_LOG_LOCK]);
   }
 
   /**

@@ -5,6 +5,11 @@ import { TransactionRunner } from '../database/transaction-runner';
 import { IdempotencyKey } from './idempotency-key.entity';
 
 export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
+/**
+ * A key still without an answer after this long belongs to a request whose process died before
+ * storing it: the key is free again, rather than answering "in progress" for a day.
+ */
+const ABANDONED_AFTER_MS = 60_000;
 
 /** Idempotency keys and the answers they hold. */
 @Injectable()
@@ -24,13 +29,14 @@ export class IdempotencyStore {
               'Idempotency-Key was already used for a different request; use a new key',
             );
           }
-          if (earlier.statusCode === null) {
+          const abandoned = now.getTime() - earlier.createdAt.getTime() > ABANDONED_AFTER_MS;
+          if (earlier.statusCode === null && !abandoned) {
             throw new DomainError(
               DomainErrorCode.Conflict,
               'A request with this Idempotency-Key is still in progress; retry shortly',
             );
           }
-          return earlier;
+          if (earlier.statusCode !== null) return earlier;
         }
         if (earlier) await em.delete(IdempotencyKey, { userId, key });
         await em.insert(IdempotencyKey, {

@@ -12,7 +12,11 @@ import { TransitionService } from '../state-machine/transition.service';
 import { InstanceJobData, QueueName } from '../queues/queues';
 
 const BATCH = 100;
-const LIVE_JOB_STATES = new Set(['active', 'waiting', 'delayed', 'paused']);
+/**
+ * Bull reads a job's state in several steps, so a job moving on between them reads as 'stuck':
+ * only a job that is gone or finished counts as dead.
+ */
+const DEAD_JOB_STATES = new Set(['completed', 'failed']);
 
 /**
  * An instance left in a `*_scheduled` or in-progress state longer than `STUCK_AFTER_MS` with no
@@ -67,6 +71,6 @@ export class StuckSweeper implements OnApplicationBootstrap, OnApplicationShutdo
 
   private async hasLiveJob(jobId: string): Promise<boolean> {
     const job = await this.queue.getJob(jobId);
-    return job !== null && LIVE_JOB_STATES.has(await job.getState());
+    return job !== null && !DEAD_JOB_STATES.has(await job.getState());
   }
 }

@@ -341,7 +341,9 @@ export class TransitionService {
     message: string,
   ): Promise<Instance> {
     return this.write(async (em, changes) => {
-      const current = await this.findVisible(em, id, actor);
+      // Forced from any state: the row lock keeps a worker's step from slipping in between.
+      const current = actor.isStaff ? await this.lockInstance(em, id) : null;
+      if (!current) throw DomainError.notFound('Instance');
       const now = new Date();
       const set = {
         state,
@@ -350,8 +352,7 @@ export class TransitionService {
         operationId: null,
         updatedAt: now,
       };
-      const won = await this.compareAndSet(em, id, [current.state], set);
-      if (!won) throw await this.conflict(em, id, kind, []);
+      await this.compareAndSet(em, id, [current.state], set);
       const instance = { ...current, ...set };
       await this.record(em, changes, instance, current.state, kind, 'instance.updated', now);
       return instance;
@@ -361,7 +362,7 @@ export class TransitionService {
   private async remove(em: EntityManager, changes: Changes, instance: Instance, now: Date) {
     await em.delete(Instance, { id: instance.id });
     await em.delete(InstanceTransition, { instanceId: instance.id });
-    await this.addEvent(em, changes, instance, 'instance.deleted', 'deleted', '', now);
+    this.addEvent(em, changes, instance, 'instance.deleted', 'deleted', '', now);
   }
 
   /** The instance, if this operation still owns it and it is in progress (or, for a failure, scheduled). */
@@ -509,7 +510,7 @@ export class TransitionService {
       });
     }
     const type = phase === 'instance.updated' ? phase : `instance.${kind}.${phase}`;
-    await this.addEvent(
+    this.addEvent(
       em,
       changes,
       instance,
@@ -520,7 +521,7 @@ export class TransitionService {
     );
   }
 
-  private async addEvent(
+  private addEvent(
     em: EntityManager,
     changes: Changes,
     instance: Instance,
@@ -528,23 +529,34 @@ export class TransitionService {
     state: string,
     errorMessage: string,
     at: Date,
-  ): Promise<void> {
-    const event = em.create(InstanceEvent, {
-      type,
-      instanceId: instance.id,
-      ownerId: instance.ownerId,
-      state,
-      errorMessage,
-      at,
-    });
-    await em.insert(InstanceEvent, event);
-    changes.events.push(event);
+  ): void {
+    changes.events.push(
+      em.create(InstanceEvent, {
+        type,
+        instanceId: instance.id,
+        ownerId: instance.ownerId,
+        state,
+        errorMessage,
+        at,
+      }),
+    );
   }
 
-  /** Runs a write transaction, then announces what it wrote. */
+  /**
+   * Runs a write transaction, then announces what it wrote. Its events are stored last, under the
+   * event log's lock, so event ids become visible in the order they were given: a reader paging
+   * with `after` never steps over an id that commits later.
+   */
   private async write<T>(work: (em: EntityManager, changes: Changes) => Promise<T>): Promise<T> {
     const changes = new Changes();
-    const result = await this.tx.run((em) => work(em, changes));
+    const result = await this.tx.run(async (em) => {
+      const value = await work(em, changes);
+      if (changes.events.length > 0) {
+        await this.tx.lockEventLog(em);
+        for (const event of changes.events) await em.insert(InstanceEvent, event);
+      }
+      return value;
+    });
     for (const event of changes.events) this.emitter.emit(INSTANCE_EVENT, event);
     for (const operation of changes.operations) this.emitter.emit(OPERATION_SCHEDULED, operation);
     return result;

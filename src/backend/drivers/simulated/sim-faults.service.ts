@@ -61,6 +61,8 @@ export class SimFaultsService {
    * instance's. The decrement is conditional, so concurrent operations never share a hit.
    */
   async consume(operation: SimOperation, instanceId: string): Promise<SimFault | null> {
+    // Most operations meet no fault: find that out without taking the write lock.
+    if (!(await this.faults.existsBy({ operation }))) return null;
     return this.tx.run(async (em) => {
       const candidates = await em
         .createQueryBuilder(SimFault, 'f')

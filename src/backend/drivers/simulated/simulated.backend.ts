@@ -1,7 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EntityManager } from 'typeorm';
+import { InjectRepository } from '@nestjs/typeorm';
+import { EntityManager, Repository } from 'typeorm';
 import { AppConfig } from '../../../config/app-config';
 import { TransactionRunner } from '../../../database/transaction-runner';
 import {
@@ -24,6 +25,7 @@ import { SimVm } from './sim-vm.entity';
 export class SimulatedBackend implements CloudBackend {
   constructor(
     private readonly tx: TransactionRunner,
+    @InjectRepository(SimVm) private readonly vms: Repository<SimVm>,
     private readonly faults: SimFaultsService,
     private readonly config: AppConfig,
   ) {}
@@ -31,6 +33,7 @@ export class SimulatedBackend implements CloudBackend {
   async provision(ctx: OperationContext, spec: VmSpec): Promise<{ backendId: string }> {
     await this.prelude(ctx, 'provision');
     return this.tx.run(async (em) => {
+      this.stillWanted(ctx, 'provision');
       // One VM per instance: a re-run of provisioning finds the VM it made.
       const existing = await em.findOneBy(SimVm, { instanceId: ctx.instanceId });
       if (existing) return { backendId: existing.backendId };
@@ -92,6 +95,7 @@ export class SimulatedBackend implements CloudBackend {
   async delete(ctx: OperationContext, backendId: string): Promise<void> {
     await this.prelude(ctx, 'delete');
     await this.tx.run(async (em) => {
+      this.stillWanted(ctx, 'delete');
       const vm = await em.findOneBy(SimVm, { backendId });
       if (!vm || vm.state === 'deleted') return;
       vm.state = 'deleted';
@@ -104,7 +108,7 @@ export class SimulatedBackend implements CloudBackend {
     backendId: string,
   ): Promise<{ state: VmPowerState } | null> {
     await this.prelude(ctx, 'pull');
-    const vm = await this.tx.run((em) => em.findOneBy(SimVm, { backendId }));
+    const vm = await this.vms.findOneBy({ backendId });
     return vm && vm.state !== 'deleted' ? { state: vm.state } : null;
   }
 
@@ -126,6 +130,14 @@ export class SimulatedBackend implements CloudBackend {
         () => undefined,
       );
     }
+    this.stillWanted(ctx, operation);
+  }
+
+  /**
+   * Checked again inside the transaction that applies the change: a caller that gave up while
+   * this call waited for the write lock must find the cloud unchanged.
+   */
+  private stillWanted(ctx: OperationContext, operation: SimOperation): void {
     if (ctx.signal.aborted) {
       throw new BackendError(`simulated backend error: ${operation} was cancelled`, false);
     }
@@ -139,6 +151,7 @@ export class SimulatedBackend implements CloudBackend {
   ): Promise<void> {
     await this.prelude(ctx, operation);
     await this.tx.run(async (em) => {
+      this.stillWanted(ctx, operation);
       const vm = await em.findOneBy(SimVm, { backendId });
       if (!vm || vm.state === 'deleted') {
         throw new BackendError(
