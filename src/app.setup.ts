@@ -1,9 +1,14 @@
-import { INestApplication, ValidationPipe } from '@nestjs/common';
+import {
+  BadRequestException,
+  INestApplication,
+  ValidationError,
+  ValidationPipe,
+} from '@nestjs/common';
 import { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { NextFunction, Request, Response } from 'express';
 import { BODY_LIMIT_BYTES } from './common/body-limit';
-import { rejectNulCharacters } from './common/reject-nul.middleware';
+import { inspectBody } from './common/inspect-body.middleware';
 import { AppConfig } from './config/app-config';
 
 /**
@@ -14,7 +19,7 @@ export function configureApp(app: NestExpressApplication): void {
   const config = app.get(AppConfig);
   app.disable('x-powered-by');
   app.useBodyParser('json', { limit: BODY_LIMIT_BYTES });
-  app.use(rejectNulCharacters);
+  app.use(inspectBody);
   app.useGlobalPipes(
     new ValidationPipe({
       whitelist: true,
@@ -22,6 +27,9 @@ export function configureApp(app: NestExpressApplication): void {
       forbidUnknownValues: true,
       transform: true,
       validationError: { target: false, value: false },
+      // One line per distinct problem: two rules that say the same thing are said once.
+      exceptionFactory: (errors) =>
+        new BadRequestException([...new Set(errors.flatMap(messagesOf))]),
     }),
   );
   if (!config.servesHttp) {
@@ -62,4 +70,8 @@ export function setupSwagger(app: INestApplication): void {
     customSiteTitle: 'Provisor API',
     swaggerOptions: { persistAuthorization: true },
   });
+}
+
+function messagesOf(error: ValidationError): string[] {
+  return [...Object.values(error.constraints ?? {}), ...(error.children ?? []).flatMap(messagesOf)];
 }

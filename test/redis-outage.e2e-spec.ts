@@ -37,6 +37,13 @@ describe('Redis outage', () => {
     const unhealthy = await waitForHealth(503);
     expect(unhealthy).toMatchObject({ status: 'error', error: { redis: { status: 'down' } } });
     expect(unhealthy).toMatchObject({ info: { database: { status: 'up' } } });
+    // The dashboard says so at once rather than hang on its reads.
+    const dashboard = await t.http
+      .get('/admin/queues/api/queues')
+      .auth('admin', t.adminToken)
+      .timeout(3000);
+    expect(dashboard.status).toBe(503);
+    expect(dashboard.text).toMatch(/Redis is unreachable/);
 
     const created = await admin
       .post('/api/instances', { name: 'during-outage', flavor: 'small' })

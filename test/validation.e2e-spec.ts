@@ -210,6 +210,52 @@ describe('input validation and errors', () => {
     });
   });
 
+  describe('bodies no route can use', () => {
+    it('answers a body sent without Content-Type: application/json with 415, changing nothing', async () => {
+      const before = await snapshot(vm.id);
+      const account = await accountSnapshot(alice);
+      const create = await t.http
+        .post('/api/instances')
+        .set(bearer(alice.token))
+        .set('Content-Type', 'text/plain')
+        .send('{"name":"plain","flavor":"small"}');
+      expectError(create, 415, 'application/json');
+      const patch = await t.http
+        .patch(`/api/instances/${vm.id}`)
+        .set(bearer(alice.token))
+        .set('Content-Type', 'application/x-www-form-urlencoded')
+        .send('description=changed');
+      expectError(patch, 415, 'application/json');
+      expect(await snapshot(vm.id)).toEqual(before);
+      expect(await accountSnapshot(alice)).toEqual(account);
+    });
+
+    it('answers a body nested thousands of levels deep with 400, not a crash', async () => {
+      const deep = `{"name":"deep","flavor":"small","x":${'['.repeat(3000)}${']'.repeat(3000)}}`;
+      const res = await t.http
+        .post('/api/instances')
+        .set(bearer(alice.token))
+        .set('Content-Type', 'application/json')
+        .send(deep);
+      expectError(res, 400, 'nested');
+    });
+
+    it('answers 400 to fields sent to an action that takes no body', async () => {
+      const before = await snapshot(vm.id);
+      expectError(await alice.post(`/api/instances/${vm.id}/stop`, { force: true }), 400, 'force');
+      expectError(await alice.post(`/api/instances/${vm.id}/restart`, { delay: 5 }), 400, 'delay');
+      expect(await snapshot(vm.id)).toEqual(before);
+    });
+
+    it('answers 400 to set_erred without a message', async () => {
+      expectError(
+        await admin.post(`/api/instances/${vm.id}/set_erred`, { error_message: '' }),
+        400,
+        'error_message',
+      );
+    });
+  });
+
   describe('characters and encodings no database takes', () => {
     it('refuses a NUL character in a body or a query with 400, changing nothing', async () => {
       const before = await snapshot(vm.id);

@@ -27,7 +27,15 @@ export class UsersService implements OnApplicationBootstrap {
   /** `ADMIN_TOKEN` makes sure a staff user `admin` exists with that token. */
   async onApplicationBootstrap(): Promise<void> {
     const token = this.config.adminToken;
-    if (!token) return;
+    if (!token) {
+      if (this.config.servesHttp && !(await this.users.existsBy({ isStaff: true }))) {
+        this.logger.warn(
+          'No staff user exists, so nobody can sign in: set ADMIN_TOKEN (16+ characters) to ' +
+            "create the staff user 'admin' with that token",
+        );
+      }
+      return;
+    }
     await this.tx.run(async (em) => {
       const existing = await em.findOneBy(User, { username: ADMIN_USERNAME });
       if (existing) {

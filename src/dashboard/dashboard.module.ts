@@ -1,6 +1,8 @@
 import { BullAdapter } from '@bull-board/api/bullAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import { BullBoardModule } from '@bull-board/nestjs';
+import { getQueueToken } from '@nestjs/bull';
+import type { Queue } from 'bull';
 import { Module } from '@nestjs/common';
 import { AuthModule } from '../auth/auth.module';
 import { UsersService } from '../auth/users.service';
@@ -15,12 +17,12 @@ export const DASHBOARD_ROUTE = '/admin/queues';
   imports: [
     QueuesModule,
     BullBoardModule.forRootAsync({
-      imports: [AuthModule],
-      inject: [UsersService],
-      useFactory: (users: UsersService) => ({
+      imports: [AuthModule, QueuesModule],
+      inject: [UsersService, getQueueToken(QueueName.InstanceOperations)],
+      useFactory: (users: UsersService, queue: Queue) => ({
         route: DASHBOARD_ROUTE,
         adapter: ExpressAdapter,
-        middleware: staffBasicAuth(users),
+        middleware: staffBasicAuth(users, queue),
         boardOptions: { uiConfig: { boardTitle: 'Provisor queues' } },
       }),
     }),

@@ -19,8 +19,12 @@ import { IdempotencyStore } from './idempotency.store';
  * `Idempotency-Key`: the first request with a key reserves it, runs, and stores its answer; a
  * repeat by the same user within 24 hours gets that answer again and schedules nothing. A repeat
  * while the first is still running is a `409`; the key on a different request is a `422`.
- * Answers of 5xx are not kept, so the client may retry them with the same key.
+ * Of the errors only the domain's answers are kept (the instance was not found, or its state did
+ * not allow the action); a request refused as invalid, or failed by a fault of ours, frees the
+ * key for a corrected retry.
  */
+const KEPT_ERRORS = new Set([404, 409]);
+
 @Injectable()
 export class IdempotencyInterceptor implements NestInterceptor {
   constructor(private readonly store: IdempotencyStore) {}
@@ -59,10 +63,9 @@ export class IdempotencyInterceptor implements NestInterceptor {
           ),
           catchError((error: unknown) => {
             const answer = toErrorBody(error);
-            const kept =
-              answer.statusCode < 500
-                ? this.store.complete(userId, key, answer.statusCode, undefined, answer)
-                : this.store.release(userId, key);
+            const kept = KEPT_ERRORS.has(answer.statusCode)
+              ? this.store.complete(userId, key, answer.statusCode, undefined, answer)
+              : this.store.release(userId, key);
             return from(kept).pipe(mergeMap(() => throwError(() => error)));
           }),
         );

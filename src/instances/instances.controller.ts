@@ -16,6 +16,7 @@ import type { Response } from 'express';
 import type { Actor } from '../auth/actor';
 import { CurrentUser, Staff } from '../auth/auth.decorators';
 import { ApiErrors } from '../common/api-errors.decorator';
+import { NoBody } from '../common/no-body.interceptor';
 import { ApiIdParam, parseUuid } from '../common/uuid.pipe';
 import { Idempotent } from '../idempotency/idempotent.decorator';
 import { Action } from '../state-machine/instance.machine';
@@ -132,6 +133,7 @@ export class InstancesController {
   }
 
   @Delete(':id')
+  @NoBody()
   @ActionRoute('deleteInstance', 'Delete an offline or erred instance (forced from erred)')
   @ApiIdParam("The instance's id")
   async delete(
@@ -142,6 +144,7 @@ export class InstancesController {
   }
 
   @Post(':id/start')
+  @NoBody()
   @ActionRoute('startInstance', 'Start an offline instance')
   @ApiIdParam("The instance's id")
   async start(
@@ -152,6 +155,7 @@ export class InstancesController {
   }
 
   @Post(':id/stop')
+  @NoBody()
   @ActionRoute('stopInstance', 'Stop an online instance')
   @ApiIdParam("The instance's id")
   async stop(
@@ -162,6 +166,7 @@ export class InstancesController {
   }
 
   @Post(':id/restart')
+  @NoBody()
   @ActionRoute('restartInstance', 'Restart an online instance')
   @ApiIdParam("The instance's id")
   async restart(
@@ -186,6 +191,7 @@ export class InstancesController {
   }
 
   @Post(':id/pull')
+  @NoBody()
   @ActionRoute('pullInstance', 'Ask the backend what the VM really is; clears an error state')
   @ApiIdParam("The instance's id")
   async pull(
@@ -246,6 +252,7 @@ export class InstancesController {
     return InstanceDto.of(await this.transitions.setOk(id, body.state, actor), actor);
   }
 
+  @NoBody()
   @Post(':id/unlink')
   @Staff()
   @HttpCode(204)

@@ -65,8 +65,15 @@ export class InstanceOperationsProcessor implements OnApplicationBootstrap {
         !abort.signal.aborted &&
         !(error instanceof PermanentFailure) &&
         !(error instanceof BackendError && !error.transient);
-      if (retryable && !lastAttempt) throw error;
+      if (retryable && !lastAttempt) {
+        this.logger.warn(
+          `${operation.action} of instance ${instance.id} (operation ${operation.id}) failed on ` +
+            `attempt ${job.attemptsMade + 1} of ${job.opts.attempts}; retrying: ${(error as Error).message}`,
+        );
+        throw error;
+      }
       const message = this.describe(operation, error, abort.signal.aborted);
+      this.logger.warn(`Instance ${instance.id} (operation ${operation.id}): ${message}`);
       await this.transitions.fail(operation, message, traceOf(error));
       await job.discard();
       throw new PermanentFailure(message);
@@ -112,6 +119,8 @@ export class InstanceOperationsProcessor implements OnApplicationBootstrap {
         return { flavor };
       }
       case Action.Delete:
+        // A forced delete of a VM the backend never had removes the record, and says so.
+        if (!id && operation.params.force) throw new PermanentFailure(NOT_AT_BACKEND);
         if (id) await this.backend.delete(ctx, id);
         return {};
       case Action.Pull: {

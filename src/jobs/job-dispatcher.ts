@@ -1,5 +1,5 @@
 import { InjectQueue } from '@nestjs/bull';
-import { Injectable, Logger } from '@nestjs/common';
+import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import { OnEvent } from '@nestjs/event-emitter';
 import type { Queue } from 'bull';
 import { AppConfig } from '../config/app-config';
@@ -16,10 +16,11 @@ const ADD_TIMEOUT_MS = 2_000;
  * second hand-over of the same row (the relay after the request path) is a no-op in Bull.
  */
 @Injectable()
-export class JobDispatcher {
+export class JobDispatcher implements OnModuleInit {
   private readonly logger = new Logger(JobDispatcher.name);
   /** A hand-over was skipped or failed since the relay last asked. */
   private missed = false;
+  private connected = true;
 
   constructor(
     @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue<InstanceJobData>,
@@ -34,6 +35,24 @@ export class JobDispatcher {
   @OnEvent(OPERATION_SCHEDULED)
   onScheduled(operation: Operation): void {
     void this.dispatch([operation]);
+  }
+
+  /** Says when the queue's Redis connection is lost and when it is back, once each time. */
+  onModuleInit(): void {
+    const client = this.queue.client;
+    client.on('error', (error: Error) => {
+      if (this.connected) {
+        this.connected = false;
+        this.logger.error(
+          `Redis at the queue is unreachable (${error.message}); requests are still accepted ` +
+            'and their jobs wait in the database until it is back',
+        );
+      }
+    });
+    client.on('ready', () => {
+      if (!this.connected) this.logger.log('Redis at the queue is reachable again');
+      this.connected = true;
+    });
   }
 
   /** Whether a hand-over was missed since the last call: the relay then sends at once. */

@@ -1,5 +1,5 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { IsIn, IsString, Matches, MaxLength } from 'class-validator';
+import { IsIn, IsString, Matches, MaxLength, MinLength } from 'class-validator';
 import { OptionalButNotNull } from '../../common/present.decorator';
 import { InstanceState } from '../../state-machine/instance.machine';
 import { FLAVOR_NAMES, IMAGE_NAMES } from '../catalog';
@@ -59,6 +59,7 @@ export class ResizeInstanceDto {
 export class SetErredDto {
   @ApiProperty({ example: 'Host lost; VM state unknown', maxLength: 2000 })
   @IsString({ message: 'error_message must be a string' })
+  @MinLength(1, { message: 'error_message must say what is wrong (1 to 2000 characters)' })
   @MaxLength(2000, { message: 'error_message must be at most 2000 characters' })
   error_message: string;
 }
