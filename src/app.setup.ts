@@ -33,13 +33,13 @@ export function configureApp(app: NestExpressApplication): void {
     }),
   );
   if (!config.servesHttp) {
-    // APP_ROLE=worker answers health checks only.
+    // APP_ROLE=worker answers health checks and metrics scrapes only.
     app.use((req: Request, res: Response, next: NextFunction) => {
-      if (req.path === '/api/health') return next();
+      if (req.path === '/api/health' || req.path === '/metrics') return next();
       res.status(404).json({
         statusCode: 404,
         error: 'Not Found',
-        message: 'This process is a worker; it serves /api/health only',
+        message: 'This process is a worker; it serves /api/health and /metrics only',
       });
     });
     return;

@@ -12,6 +12,7 @@ export class AppConfig {
   readonly queuePrefix: string;
   readonly role: AppRole;
   readonly adminToken?: string;
+  readonly metricsToken?: string;
   readonly backendDriver: BackendDriver;
   readonly simLatencyMs: number;
   readonly jobTimeoutMs: number;
@@ -31,6 +32,7 @@ export class AppConfig {
     this.queuePrefix = env.QUEUE_PREFIX;
     this.role = env.APP_ROLE;
     this.adminToken = env.ADMIN_TOKEN;
+    this.metricsToken = env.METRICS_TOKEN;
     this.backendDriver = env.BACKEND_DRIVER;
     this.simLatencyMs = env.SIM_LATENCY_MS;
     this.jobTimeoutMs = env.JOB_TIMEOUT_MS;

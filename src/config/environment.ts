@@ -60,6 +60,12 @@ export class Environment {
   @MaxLength(256)
   ADMIN_TOKEN?: string;
 
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @IsString()
+  @MinLength(16, { message: 'METRICS_TOKEN must be at least 16 characters' })
+  METRICS_TOKEN?: string;
+
   @IsIn(BACKEND_DRIVERS, {
     message: `BACKEND_DRIVER must be one of: ${BACKEND_DRIVERS.join(', ')}`,
   })
@@ -116,7 +122,7 @@ export class Environment {
 export function validateEnvironment(raw: Record<string, unknown>): Environment {
   const own = Object.fromEntries(
     Object.keys(new Environment())
-      .concat('ADMIN_TOKEN')
+      .concat('ADMIN_TOKEN', 'METRICS_TOKEN')
       .filter((key) => raw[key] !== undefined)
       .map((key) => [key, raw[key]]),
   );
@@ -125,7 +131,7 @@ export function validateEnvironment(raw: Record<string, unknown>): Environment {
   if (errors.length > 0) {
     const lines = errors.flatMap((e) =>
       Object.values(e.constraints ?? {}).map((line) =>
-        e.property === 'ADMIN_TOKEN' ? line : `${line} (got '${String(raw[e.property])}')`,
+        e.property.endsWith('_TOKEN') ? line : `${line} (got '${String(raw[e.property])}')`,
       ),
     );
     throw new Error(`Invalid configuration:\n  - ${lines.join('\n  - ')}`);

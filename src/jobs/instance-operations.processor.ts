@@ -12,7 +12,8 @@ import type { Instance } from '../state-machine/instance.entity';
 import { Action, InstanceState } from '../state-machine/instance.machine';
 import type { Operation } from '../state-machine/operation.entity';
 import { OperationResult, TransitionService } from '../state-machine/transition.service';
-import { InstanceJobData, QueueName } from '../queues/queues';
+import { EventEmitter2 } from '@nestjs/event-emitter';
+import { InstanceJobData, JOB_FINISHED, JobFinishedSignal, QueueName } from '../queues/queues';
 
 /** A failure that must not be retried: the instance is already `erred`, or must become so. */
 class PermanentFailure extends Error {}
@@ -36,6 +37,7 @@ export class InstanceOperationsProcessor implements OnApplicationBootstrap {
     @Inject(CLOUD_BACKEND) private readonly backend: CloudBackend,
     private readonly transitions: TransitionService,
     private readonly config: AppConfig,
+    private readonly emitter: EventEmitter2,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -50,6 +52,26 @@ export class InstanceOperationsProcessor implements OnApplicationBootstrap {
   }
 
   async process(job: Job<InstanceJobData>): Promise<{ outcome: string }> {
+    const startedAt = performance.now();
+    let outcome: JobFinishedSignal['outcome'] = 'failed';
+    try {
+      const result = await this.run(job);
+      outcome = result.outcome === 'succeeded' ? 'succeeded' : 'skipped';
+      return result;
+    } catch (error) {
+      if (!(error instanceof PermanentFailure)) outcome = 'retried';
+      throw error;
+    } finally {
+      const signal: JobFinishedSignal = {
+        action: job.name as Action,
+        outcome,
+        seconds: (performance.now() - startedAt) / 1000,
+      };
+      this.emitter.emit(JOB_FINISHED, signal);
+    }
+  }
+
+  private async run(job: Job<InstanceJobData>): Promise<{ outcome: string }> {
     const started = await this.transitions.begin(job.data.operationId);
     if (!started) return { outcome: 'skipped: the operation no longer owns the instance' };
     const { operation, instance } = started;
@@ -90,10 +112,10 @@ export class InstanceOperationsProcessor implements OnApplicationBootstrap {
       }),
     );
     const ctx: OperationContext = { operationId: operation.id, instanceId: instance.id, signal };
-    return Promise.race([this.run(operation, instance, ctx), aborted]);
+    return Promise.race([this.callBackend(operation, instance, ctx), aborted]);
   }
 
-  private async run(
+  private async callBackend(
     operation: Operation,
     instance: Instance,
     ctx: OperationContext,

@@ -25,3 +25,13 @@ export function instanceJobOptions(config: AppConfig): JobOptions {
     removeOnFail: { age: 7 * 24 * 3600, count: 5000 },
   };
 }
+
+/** Emitted in-process when a worker finishes a job run, for metrics. */
+export const JOB_FINISHED = 'job.finished';
+
+export interface JobFinishedSignal {
+  action: Action;
+  /** succeeded, failed, retried (a transient error, Bull will run it again) or skipped. */
+  outcome: 'succeeded' | 'failed' | 'retried' | 'skipped';
+  seconds: number;
+}
