@@ -29,7 +29,7 @@ const ROUTES: [Method, string][] = [
   ['post', '/api/instances/{id}/unlink'],
   ['get', '/api/instances/{id}/transitions'],
   ['get', '/api/events'],
-  // GET /api/events/stream, the live stream, arrives with its own issue and joins this list then.
+  ['get', '/api/events/stream'],
   ['post', '/api/simulator/faults'],
   ['get', '/api/simulator/faults'],
   ['delete', '/api/simulator/faults/{id}'],

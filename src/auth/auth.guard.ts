@@ -7,7 +7,7 @@ import {
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import type { Request } from 'express';
-import { PUBLIC_ROUTE, STAFF_ONLY } from './auth.decorators';
+import { PUBLIC_ROUTE, QUERY_TOKEN, STAFF_ONLY } from './auth.decorators';
 import { UsersService } from './users.service';
 
 /** Global: every route needs a bearer token unless marked `@Public()`. */
@@ -22,7 +22,8 @@ export class AuthGuard implements CanActivate {
     const targets = [context.getHandler(), context.getClass()];
     if (this.reflector.getAllAndOverride<boolean>(PUBLIC_ROUTE, targets)) return true;
     const request = context.switchToHttp().getRequest<Request & { actor?: unknown }>();
-    const token = bearerToken(request);
+    const allowQuery = this.reflector.getAllAndOverride<boolean>(QUERY_TOKEN, targets);
+    const token = bearerToken(request) ?? (allowQuery ? queryToken(request) : null);
     if (!token) {
       throw new UnauthorizedException('Missing bearer token: send Authorization: Bearer <token>');
     }
@@ -41,4 +42,9 @@ function bearerToken(request: Request): string | null {
   if (!header) return null;
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
   return match ? match[1] : null;
+}
+
+function queryToken(request: Request): string | null {
+  const token = request.query.access_token;
+  return typeof token === 'string' && token.length > 0 ? token : null;
 }

@@ -1,16 +1,40 @@
-import { Controller, Get, Query } from '@nestjs/common';
-import { ApiBearerAuth, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
+import {
+  BadRequestException,
+  Controller,
+  Get,
+  Headers,
+  Logger,
+  Query,
+  Req,
+  Res,
+} from '@nestjs/common';
+import type { Request, Response } from 'express';
+import {
+  ApiBearerAuth,
+  ApiHeader,
+  ApiOperation,
+  ApiProduces,
+  ApiResponse,
+  ApiTags,
+} from '@nestjs/swagger';
 import type { Actor } from '../auth/actor';
-import { CurrentUser } from '../auth/auth.decorators';
+import { AllowQueryToken, CurrentUser } from '../auth/auth.decorators';
 import { ApiErrors } from '../common/api-errors.decorator';
-import { EventDto, EventListDto, ListEventsQuery } from './dto/event.dto';
+import { EventDto, EventListDto, ListEventsQuery, StreamEventsQuery } from './dto/event.dto';
+import { openEventStream } from './event-stream';
+import { EventStreamHub } from './event-stream.service';
 import { EventsService } from './events.service';
 
 @ApiTags('events')
 @ApiBearerAuth()
 @Controller('api/events')
 export class EventsController {
-  constructor(private readonly events: EventsService) {}
+  private readonly logger = new Logger('EventStream');
+
+  constructor(
+    private readonly events: EventsService,
+    private readonly hub: EventStreamHub,
+  ) {}
 
   @Get()
   @ApiOperation({ operationId: 'listEvents', summary: 'Domain events, oldest first' })
@@ -22,5 +46,48 @@ export class EventsController {
       actor,
     );
     return { items: events.map(EventDto.of) };
+  }
+
+  @Get('stream')
+  @AllowQueryToken()
+  @ApiOperation({
+    operationId: 'streamEvents',
+    summary: 'Domain events as they happen (Server-Sent Events); resumes from Last-Event-ID',
+  })
+  @ApiProduces('text/event-stream')
+  @ApiHeader({
+    name: 'Last-Event-ID',
+    required: false,
+    description: 'The last event id received: the stream resumes right after it',
+  })
+  @ApiResponse({
+    status: 200,
+    description:
+      'text/event-stream: for each event `id: <event id>` and `data: <the event as JSON>`',
+  })
+  @ApiErrors(400, 401)
+  async stream(
+    @Query() query: StreamEventsQuery,
+    @Headers('last-event-id') lastEventId: string | undefined,
+    @CurrentUser() actor: Actor,
+    @Req() req: Request,
+    @Res() res: Response,
+  ): Promise<void> {
+    let after: number;
+    if (lastEventId === undefined || lastEventId === '') {
+      after = await this.events.latestId();
+    } else if (/^\d{1,10}$/.test(lastEventId.trim())) {
+      after = Number(lastEventId.trim());
+    } else {
+      throw new BadRequestException('Last-Event-ID must be an event id (a whole number)');
+    }
+    openEventStream(
+      req,
+      res,
+      { actor, instanceId: query.instance_id, after },
+      this.events,
+      this.hub,
+      this.logger,
+    );
   }
 }

@@ -1,11 +1,13 @@
 import { Module } from '@nestjs/common';
+import { QueuesModule } from '../queues/queues.module';
 import { StateMachineModule } from '../state-machine/state-machine.module';
+import { EventStreamHub } from './event-stream.service';
 import { EventsController } from './events.controller';
 import { EventsService } from './events.service';
 
 @Module({
-  imports: [StateMachineModule],
+  imports: [StateMachineModule, QueuesModule],
   controllers: [EventsController],
-  providers: [EventsService],
+  providers: [EventsService, EventStreamHub],
 })
 export class EventsModule {}

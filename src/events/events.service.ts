@@ -17,6 +17,15 @@ export class EventsService {
     @InjectRepository(InstanceEvent) private readonly events: Repository<InstanceEvent>,
   ) {}
 
+  /** The newest event id now stored (0 when none): where a stream without Last-Event-ID starts. */
+  async latestId(): Promise<number> {
+    const row: { id: number | string | null } | undefined = await this.events
+      .createQueryBuilder('e')
+      .select('MAX(e.id)', 'id')
+      .getRawOne();
+    return Number(row?.id ?? 0);
+  }
+
   list(filter: EventFilter, actor: Actor): Promise<InstanceEvent[]> {
     const qb = this.events.createQueryBuilder('e');
     if (!actor.isStaff) qb.andWhere('e.owner_id = :owner', { owner: actor.id });

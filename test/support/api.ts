@@ -84,7 +84,7 @@ export class ApiClient {
 
   async events(
     instanceId: string,
-  ): Promise<{ type: string; state: string; error_message: string }[]> {
+  ): Promise<{ id: number; type: string; state: string; error_message: string }[]> {
     const res = await this.get(`/api/events?instance_id=${instanceId}&limit=500`).expect(200);
     return res.body.items;
   }

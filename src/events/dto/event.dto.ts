@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
-import { IsInt, IsOptional, IsUUID, Max, Min } from 'class-validator';
+import { IsInt, IsOptional, IsString, IsUUID, Max, Min } from 'class-validator';
 import { LowerCase } from '../../common/uuid.pipe';
 import type { InstanceEvent } from '../../state-machine/instance-event.entity';
 
@@ -61,4 +61,20 @@ export class EventDto {
 
 export class EventListDto {
   @ApiProperty({ type: [EventDto] }) items: EventDto[];
+}
+
+export class StreamEventsQuery {
+  @ApiPropertyOptional({ format: 'uuid', description: 'Only events of this instance' })
+  @IsOptional()
+  @IsUUID('all', { message: 'instance_id must be a UUID' })
+  @LowerCase()
+  instance_id?: string;
+
+  @ApiPropertyOptional({
+    description:
+      "The API token, for clients that cannot send headers (a browser's EventSource); prefer the Authorization header",
+  })
+  @IsOptional()
+  @IsString({ message: 'access_token must be a string' })
+  access_token?: string;
 }

@@ -1,0 +1,66 @@
+import { InjectQueue } from '@nestjs/bull';
+import { Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
+import { OnEvent } from '@nestjs/event-emitter';
+import type { Queue } from 'bull';
+import type Redis from 'ioredis';
+import { AppConfig } from '../config/app-config';
+import { QueueName } from '../queues/queues';
+import { INSTANCE_EVENT } from '../state-machine/domain-events';
+
+type Wake = () => void;
+
+/**
+ * Tells open event streams that new events may be stored. The events themselves are always read
+ * from the event log, so a stream can miss no event and repeat none; this only says "look now".
+ * A change in this process wakes streams at once; one in another process (APP_ROLE=worker)
+ * arrives through Redis pub/sub; without Redis, streams still look every second.
+ */
+@Injectable()
+export class EventStreamHub implements OnApplicationShutdown {
+  private readonly logger = new Logger(EventStreamHub.name);
+  private readonly listeners = new Set<Wake>();
+  private subscriber?: Redis;
+  private readonly channel: string;
+
+  constructor(
+    @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue,
+    config: AppConfig,
+  ) {
+    this.channel = `${config.queuePrefix}:instance-events`;
+  }
+
+  /** Wakes `wake` whenever events may have been stored; returns the unsubscribe. */
+  subscribe(wake: Wake): () => void {
+    this.listeners.add(wake);
+    this.ensureSubscribed();
+    return () => this.listeners.delete(wake);
+  }
+
+  @OnEvent(INSTANCE_EVENT)
+  onEvent(): void {
+    this.wakeAll();
+    if (this.queue.client.status === 'ready') {
+      this.queue.client.publish(this.channel, '1').catch(() => undefined);
+    }
+  }
+
+  onApplicationShutdown(): void {
+    this.subscriber?.disconnect();
+    this.listeners.clear();
+  }
+
+  private wakeAll(): void {
+    for (const wake of this.listeners) wake();
+  }
+
+  private ensureSubscribed(): void {
+    if (this.subscriber) return;
+    const subscriber = this.queue.client.duplicate();
+    this.subscriber = subscriber;
+    subscriber.on('message', () => this.wakeAll());
+    subscriber.on('error', () => undefined);
+    subscriber.subscribe(this.channel).catch((error: Error) => {
+      this.logger.warn(`Event stream pub/sub unavailable, polling only: ${error.message}`);
+    });
+  }
+}

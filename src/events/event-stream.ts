@@ -1,0 +1,95 @@
+import { Logger } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import type { Actor } from '../auth/actor';
+import { EventDto } from './dto/event.dto';
+import type { EventStreamHub } from './event-stream.service';
+import type { EventsService } from './events.service';
+
+const BATCH = 500;
+/** A look at the log even without a wake-up: events of other processes while Redis is down. */
+const POLL_MS = 1_000;
+/** A comment line now and then keeps proxies from closing an idle stream. */
+const HEARTBEAT_MS = 15_000;
+
+export interface StreamOptions {
+  actor: Actor;
+  instanceId?: string;
+  /** The last event id the client has; only later events are sent. */
+  after: number;
+}
+
+/**
+ * One client's Server-Sent Events stream. It reads the event log after the last id it sent, so
+ * resuming from `Last-Event-ID` has no gap and no duplicate. It holds no queue of its own: while
+ * the client is slow to read, it waits for the socket to drain before reading more.
+ */
+export function openEventStream(
+  req: Request,
+  res: Response,
+  options: StreamOptions,
+  events: EventsService,
+  hub: EventStreamHub,
+  logger: Logger,
+): void {
+  let last = options.after;
+  let reading = false;
+  let again = false;
+  let closed = false;
+  // The client going away ends the stream; its errors (a reset connection) are that and no more.
+  req.on('error', () => undefined);
+  res.on('error', () => undefined);
+  const closedSignal = new Promise<void>((resolve) => {
+    req.once('close', resolve);
+    res.once('close', resolve);
+  });
+
+  res.writeHead(200, {
+    'Content-Type': 'text/event-stream; charset=utf-8',
+    'Cache-Control': 'no-cache, no-transform',
+    Connection: 'keep-alive',
+    'X-Accel-Buffering': 'no',
+  });
+  res.write('retry: 2000\n\n');
+
+  const pump = async (): Promise<void> => {
+    if (closed) return;
+    if (reading) {
+      again = true;
+      return;
+    }
+    reading = true;
+    try {
+      do {
+        again = false;
+        const batch = await events.list(
+          { instanceId: options.instanceId, after: last, limit: BATCH },
+          options.actor,
+        );
+        for (const event of batch) {
+          if (closed) return;
+          const fits = res.write(
+            `id: ${event.id}\ndata: ${JSON.stringify(EventDto.of(event))}\n\n`,
+          );
+          last = event.id;
+          if (!fits) await Promise.race([new Promise((r) => res.once('drain', r)), closedSignal]);
+        }
+        if (batch.length === BATCH) again = true;
+      } while (again && !closed);
+    } catch (error) {
+      logger.warn(`Event stream read failed: ${(error as Error).message}`);
+    } finally {
+      reading = false;
+    }
+  };
+
+  const unsubscribe = hub.subscribe(() => void pump());
+  const poll = setInterval(() => void pump(), POLL_MS);
+  const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_MS);
+  void closedSignal.then(() => {
+    closed = true;
+    clearInterval(poll);
+    clearInterval(heartbeat);
+    unsubscribe();
+  });
+  void pump();
+}
