@@ -128,6 +128,19 @@ describe('GET /api/events/stream', () => {
     expect(ids.has(theirs.id)).toBe(false);
   });
 
+  it('ends open streams when the app shuts down, so closing does not wait for clients', async () => {
+    const other = await startApp();
+    await other.app.listen(0, '127.0.0.1');
+    const client = await SseClient.open(`${await other.app.getUrl()}/api/events/stream`, {
+      Authorization: `Bearer ${other.adminToken}`,
+    });
+    open.push(client);
+    expect(client.status).toBe(200);
+    const started = Date.now();
+    await other.close();
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
   it('refuses a Last-Event-ID that is not an event id', async () => {
     const res = await t.http
       .get('/api/events/stream')

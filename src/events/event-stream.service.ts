@@ -1,5 +1,10 @@
 import { InjectQueue } from '@nestjs/bull';
-import { Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
+import {
+  BeforeApplicationShutdown,
+  Injectable,
+  Logger,
+  OnApplicationShutdown,
+} from '@nestjs/common';
 import { OnEvent } from '@nestjs/event-emitter';
 import type { Queue } from 'bull';
 import type Redis from 'ioredis';
@@ -16,9 +21,10 @@ type Wake = () => void;
  * arrives through Redis pub/sub; without Redis, streams still look every second.
  */
 @Injectable()
-export class EventStreamHub implements OnApplicationShutdown {
+export class EventStreamHub implements BeforeApplicationShutdown, OnApplicationShutdown {
   private readonly logger = new Logger(EventStreamHub.name);
   private readonly listeners = new Set<Wake>();
+  private readonly streams = new Set<() => void>();
   private subscriber?: Redis;
   private readonly channel: string;
 
@@ -29,11 +35,26 @@ export class EventStreamHub implements OnApplicationShutdown {
     this.channel = `${config.queuePrefix}:instance-events`;
   }
 
-  /** Wakes `wake` whenever events may have been stored; returns the unsubscribe. */
-  subscribe(wake: Wake): () => void {
+  /**
+   * Wakes `wake` whenever events may have been stored, and calls `end` when the app shuts down;
+   * returns the unsubscribe.
+   */
+  subscribe(wake: Wake, end: () => void): () => void {
     this.listeners.add(wake);
+    this.streams.add(end);
     this.ensureSubscribed();
-    return () => this.listeners.delete(wake);
+    return () => {
+      this.listeners.delete(wake);
+      this.streams.delete(end);
+    };
+  }
+
+  /**
+   * Streams never end by themselves, and the HTTP server waits for open responses before it
+   * closes: end them first. Clients reconnect, with Last-Event-ID, to a process that is up.
+   */
+  beforeApplicationShutdown(): void {
+    for (const end of [...this.streams]) end();
   }
 
   @OnEvent(INSTANCE_EVENT)

@@ -82,7 +82,10 @@ export function openEventStream(
     }
   };
 
-  const unsubscribe = hub.subscribe(() => void pump());
+  const unsubscribe = hub.subscribe(
+    () => void pump(),
+    () => res.end(),
+  );
   const poll = setInterval(() => void pump(), POLL_MS);
   const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_MS);
   void closedSignal.then(() => {
