@@ -150,3 +150,45 @@ describe('GET /api/events/stream', () => {
     expect(res.body.message).toMatch(/Last-Event-ID/);
   });
 });
+
+/** APP_ROLE=api and APP_ROLE=worker apart need PostgreSQL. */
+const onPostgres = process.env.TEST_DATABASE_URL?.startsWith('postgres') ? describe : describe.skip;
+
+onPostgres('GET /api/events/stream across processes', () => {
+  let api: TestApp;
+  let worker: TestApp;
+
+  beforeAll(async () => {
+    api = await startApp({ APP_ROLE: 'api' });
+    worker = await startApp({
+      APP_ROLE: 'worker',
+      DATABASE_URL: api.env.DATABASE_URL,
+      QUEUE_PREFIX: api.env.QUEUE_PREFIX,
+      ADMIN_TOKEN: api.adminToken,
+    });
+    await api.app.listen(0, '127.0.0.1');
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await api?.close();
+  });
+
+  it('streams from the API process the events a worker process makes', async () => {
+    const client = await SseClient.open(`${await api.app.getUrl()}/api/events/stream`, {
+      Authorization: `Bearer ${api.adminToken}`,
+    });
+    try {
+      const admin = new ApiClient(api.http, api.adminToken);
+      const vm = await admin.online({ name: 'split' });
+      const got = await client.waitFor(3);
+      expect(got.map((e) => e.data.type)).toEqual([
+        'instance.provision.scheduled',
+        'instance.provision.started',
+        'instance.provision.succeeded',
+      ]);
+      expect(got.every((e) => e.data.instance_id === vm.id)).toBe(true);
+    } finally {
+      client.close();
+    }
+  });
+});

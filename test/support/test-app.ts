@@ -27,7 +27,10 @@ export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6
 
 export async function startApp(overrides: Record<string, string> = {}): Promise<TestApp> {
   const id = randomBytes(5).toString('hex');
-  const database = await createDatabase(id);
+  // A second process of the same deployment shares the first one's database and queue prefix.
+  const database = overrides.DATABASE_URL
+    ? { url: overrides.DATABASE_URL, drop: async () => undefined }
+    : await createDatabase(id);
   const adminToken = `admin-${randomBytes(16).toString('hex')}`;
   const env: Record<string, string> = {
     DATABASE_URL: database.url,
@@ -63,7 +66,7 @@ export async function startApp(overrides: Record<string, string> = {}): Promise<
     env,
     async close() {
       await app.close();
-      await clearQueue(env.REDIS_URL, env.QUEUE_PREFIX);
+      if (!overrides.QUEUE_PREFIX) await clearQueue(env.REDIS_URL, env.QUEUE_PREFIX);
       await database.drop();
     },
   };
