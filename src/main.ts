@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { NestExpressApplication } from '@nestjs/platform-express';
+import { Logger as PinoLogger } from 'nestjs-pino';
 import { readEnvironment } from './config/environment';
 
 /** Within the 30 s a container runtime grants by default after SIGTERM. */
@@ -20,7 +21,11 @@ async function bootstrap(): Promise<void> {
   const { configureApp } = await import('./app.setup');
   const { AppConfig } = await import('./config/app-config');
 
-  const app = await NestFactory.create<NestExpressApplication>(AppModule, { bodyParser: false });
+  const app = await NestFactory.create<NestExpressApplication>(AppModule, {
+    bodyParser: false,
+    bufferLogs: true,
+  });
+  app.useLogger(app.get(PinoLogger));
   configureApp(app);
   app.enableShutdownHooks();
   // Closing waits for running jobs and for Redis; if either never answers, do not hang forever.

@@ -1,4 +1,4 @@
-import { AppRole, BackendDriver, Environment } from './environment';
+import { AppRole, BackendDriver, Environment, LogFormat, LogLevel } from './environment';
 
 export type DatabaseKind = 'sqlite' | 'postgres';
 
@@ -13,6 +13,8 @@ export class AppConfig {
   readonly role: AppRole;
   readonly adminToken?: string;
   readonly metricsToken?: string;
+  readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
   readonly backendDriver: BackendDriver;
   readonly simLatencyMs: number;
   readonly jobTimeoutMs: number;
@@ -33,6 +35,8 @@ export class AppConfig {
     this.role = env.APP_ROLE;
     this.adminToken = env.ADMIN_TOKEN;
     this.metricsToken = env.METRICS_TOKEN;
+    this.logLevel = env.LOG_LEVEL;
+    this.logFormat = env.LOG_FORMAT;
     this.backendDriver = env.BACKEND_DRIVER;
     this.simLatencyMs = env.SIM_LATENCY_MS;
     this.jobTimeoutMs = env.JOB_TIMEOUT_MS;

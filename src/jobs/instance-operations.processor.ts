@@ -68,6 +68,16 @@ export class InstanceOperationsProcessor implements OnApplicationBootstrap {
         seconds: (performance.now() - startedAt) / 1000,
       };
       this.emitter.emit(JOB_FINISHED, signal);
+      // One line per job run, with the ids that lead back to the request that asked for it.
+      this.logger.log({
+        msg: `job ${job.name} ${outcome}`,
+        jobId: job.id,
+        operationId: job.data.operationId,
+        instanceId: job.data.instanceId,
+        requestId: job.data.requestId,
+        attempt: job.attemptsMade + 1,
+        durationMs: Math.round(signal.seconds * 1000),
+      });
     }
   }
 

@@ -79,7 +79,11 @@ export class JobDispatcher implements OnModuleInit {
         this.queue.addBulk(
           operations.map((op) => ({
             name: op.action,
-            data: { operationId: op.id, instanceId: op.instanceId },
+            data: {
+              operationId: op.id,
+              instanceId: op.instanceId,
+              requestId: op.requestId ?? undefined,
+            },
             opts: { ...options, jobId: op.id },
           })),
         ),

@@ -14,6 +14,8 @@ export type InstanceJobName = Action;
 export interface InstanceJobData {
   operationId: string;
   instanceId: string;
+  /** The request that scheduled it: for the logs. */
+  requestId?: string;
 }
 
 /** Default options of instance operation jobs, from config. */

@@ -42,6 +42,10 @@ export class Operation {
   @Column('text', { name: 'error_message' })
   errorMessage: string;
 
+  /** The request that asked for it, so its job's logs lead back to it. */
+  @Column('varchar', { name: 'request_id', nullable: true })
+  requestId: string | null;
+
   /** When the relay should (re)send a still-pending row to the queue. */
   @Column({ name: 'dispatch_after' })
   dispatchAfter: Date;

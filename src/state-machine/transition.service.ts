@@ -5,6 +5,7 @@ import { EntityManager, In } from 'typeorm';
 import type { Actor } from '../auth/actor';
 import { DomainError, DomainErrorCode } from '../common/domain-error';
 import { TransactionRunner } from '../database/transaction-runner';
+import { RequestContext } from '../logging/request-context';
 import { INSTANCE_EVENT, OPERATION_SCHEDULED } from './domain-events';
 import { InstanceEvent } from './instance-event.entity';
 import { InstanceTransition } from './instance-transition.entity';
@@ -480,6 +481,7 @@ export class TransitionService {
       params,
       status: OperationStatus.Pending,
       errorMessage: '',
+      requestId: RequestContext.requestId() || null,
       dispatchAfter: new Date(now.getTime() + RELAY_GRACE_MS),
       createdAt: now,
       updatedAt: now,

@@ -44,6 +44,7 @@ export async function startApp(overrides: Record<string, string> = {}): Promise<
     JOB_BACKOFF_MS: '20',
     RELAY_INTERVAL_MS: '100',
     WORKER_CONCURRENCY: '10',
+    LOG_LEVEL: 'error',
     ...overrides,
   };
   Object.assign(process.env, env);

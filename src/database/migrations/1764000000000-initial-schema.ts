@@ -147,6 +147,7 @@ export class InitialSchema1764000000000 implements MigrationInterface {
           text('params', undefined, { default: "'{}'" }),
           text('status', 16),
           text('error_message', undefined, { default: "''" }),
+          text('request_id', 128, { isNullable: true }),
           time('dispatch_after'),
           time('created_at'),
           time('updated_at'),
