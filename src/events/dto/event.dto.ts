@@ -4,13 +4,16 @@ import { IsInt, IsOptional, IsString, IsUUID, Max, Min } from 'class-validator';
 import { LowerCase } from '../../common/uuid.pipe';
 import type { InstanceEvent } from '../../state-machine/instance-event.entity';
 
-export class ListEventsQuery {
+/** What the event list and the stream share: an optional instance to follow. */
+class EventFilterQuery {
   @ApiPropertyOptional({ format: 'uuid', description: 'Only events of this instance' })
   @IsOptional()
   @IsUUID('all', { message: 'instance_id must be a UUID' })
   @LowerCase()
   instance_id?: string;
+}
 
+export class ListEventsQuery extends EventFilterQuery {
   @ApiPropertyOptional({
     type: 'integer',
     minimum: 0,
@@ -63,13 +66,7 @@ export class EventListDto {
   @ApiProperty({ type: [EventDto] }) items: EventDto[];
 }
 
-export class StreamEventsQuery {
-  @ApiPropertyOptional({ format: 'uuid', description: 'Only events of this instance' })
-  @IsOptional()
-  @IsUUID('all', { message: 'instance_id must be a UUID' })
-  @LowerCase()
-  instance_id?: string;
-
+export class StreamEventsQuery extends EventFilterQuery {
   @ApiPropertyOptional({
     description:
       "The API token, for clients that cannot send headers (a browser's EventSource); prefer the Authorization header",
