@@ -1,5 +1,6 @@
 import { InjectQueue } from '@nestjs/bull';
 import { Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import { EventEmitter2 } from '@nestjs/event-emitter';
 import type { Job, Queue } from 'bull';
 import {
   BackendError,
@@ -12,7 +13,6 @@ import type { Instance } from '../state-machine/instance.entity';
 import { Action, InstanceState } from '../state-machine/instance.machine';
 import type { Operation } from '../state-machine/operation.entity';
 import { OperationResult, TransitionService } from '../state-machine/transition.service';
-import { EventEmitter2 } from '@nestjs/event-emitter';
 import { InstanceJobData, JOB_FINISHED, JobFinishedSignal, QueueName } from '../queues/queues';
 
 /** A failure that must not be retried: the instance is already `erred`, or must become so. */

@@ -456,12 +456,6 @@ export class TransitionService {
   ) {
     const now = await em.findOneBy(Instance, { id });
     if (!now) return DomainError.notFound('Instance');
-    if (from.length === 0) {
-      return new DomainError(
-        DomainErrorCode.Conflict,
-        `Instance changed concurrently; it is now '${now.state}'`,
-      );
-    }
     return this.invalid(action, now.state, from);
   }
 
