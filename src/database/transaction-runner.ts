@@ -7,6 +7,11 @@ import { DateUtils } from 'typeorm/util/DateUtils';
 /** Advisory lock key of the event log ("PROV"). */
 const EVENT_LOG_LOCK = 0x50524f56;
 
+/** Keys of the locks behind `exclusively`, one per kind of housekeeping. */
+export enum Lease {
+  StuckSweep = 0x50525357, // "PRSW"
+}
+
 /**
  * Runs write transactions. TypeORM's SQLite driver shares ONE connection, so two interleaved
  * transactions on it would nest and corrupt each other: on SQLite every write transaction takes
@@ -39,6 +44,30 @@ export class TransactionRunner {
    */
   async lockEventLog(manager: EntityManager): Promise<void> {
     if (!this.isSqlite) await manager.query('SELECT pg_advisory_xact_lock($1)', [EVENT_LOG_LOCK]);
+  }
+
+  /**
+   * Runs `work` unless another process is running work under the same lease, in which case it
+   * answers null at once. On PostgreSQL the lease is a session advisory lock on a connection of
+   * its own, released when the work ends or the process dies; SQLite serves a single process.
+   */
+  async exclusively<T>(lease: Lease, work: () => Promise<T>): Promise<T | null> {
+    if (this.isSqlite) return work();
+    const runner = this.dataSource.createQueryRunner();
+    await runner.connect();
+    try {
+      const [{ locked }] = (await runner.query('SELECT pg_try_advisory_lock($1) AS locked', [
+        lease,
+      ])) as { locked: boolean }[];
+      if (!locked) return null;
+      try {
+        return await work();
+      } finally {
+        await runner.query('SELECT pg_advisory_unlock($1)', [lease]);
+      }
+    } finally {
+      await runner.release();
+    }
   }
 
   /**

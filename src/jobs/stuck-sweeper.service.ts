@@ -5,7 +5,7 @@ import type { Queue } from 'bull';
 import { In, Repository } from 'typeorm';
 import { AppConfig } from '../config/app-config';
 import { PeriodicTask } from '../common/periodic-task';
-import { TransactionRunner } from '../database/transaction-runner';
+import { Lease, TransactionRunner } from '../database/transaction-runner';
 import { Instance } from '../state-machine/instance.entity';
 import { TRANSITIONAL_STATES, actionOfState } from '../state-machine/instance.machine';
 import { TransitionService } from '../state-machine/transition.service';
@@ -49,8 +49,13 @@ export class StuckSweeper implements OnApplicationBootstrap, OnApplicationShutdo
     return this.task.run();
   }
 
+  /** One sweeper at a time across processes: two would each ask Redis about the same records. */
   private async pass(): Promise<number> {
     if (this.queue.client.status !== 'ready') return 0;
+    return (await this.tx.exclusively(Lease.StuckSweep, () => this.sweepStale())) ?? 0;
+  }
+
+  private async sweepStale(): Promise<number> {
     const cutoff = new Date(Date.now() - this.config.stuckAfterMs);
     const stale = await this.instances
       .createQueryBuilder('i')

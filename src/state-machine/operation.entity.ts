@@ -11,6 +11,9 @@ export enum OperationStatus {
   Abandoned = 'abandoned',
 }
 
+/** Grace before the relay re-sends a row the request path already handed to the queue. */
+export const RELAY_GRACE_MS = 5_000;
+
 export interface OperationParams {
   /** resize: the new flavor. */
   flavor?: string;

@@ -11,7 +11,13 @@ import { InstanceEvent } from './instance-event.entity';
 import { InstanceTransition } from './instance-transition.entity';
 import { Instance } from './instance.entity';
 import { Action, INSTANCE_MACHINE, InstanceState, STABLE_STATES } from './instance.machine';
-import { Operation, OperationParams, OperationStatus, isFinished } from './operation.entity';
+import {
+  Operation,
+  OperationParams,
+  OperationStatus,
+  RELAY_GRACE_MS,
+  isFinished,
+} from './operation.entity';
 
 export interface NewInstance {
   name: string;
@@ -40,9 +46,6 @@ class Changes {
   readonly events: InstanceEvent[] = [];
   readonly operations: Operation[] = [];
 }
-
-/** Grace before the relay re-sends a row the request path already handed to the queue. */
-const RELAY_GRACE_MS = 5_000;
 
 /**
  * The one writer of `instances.state`. Every change is a conditional update that must hit exactly
