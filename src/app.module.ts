@@ -24,7 +24,13 @@ import { MetricsModule } from './metrics/metrics.module';
     EventEmitterModule.forRoot(),
     BullModule.forRootAsync({
       inject: [AppConfig],
-      useFactory: (config: AppConfig) => ({ redis: config.redisUrl, prefix: config.queuePrefix }),
+      useFactory: (config: AppConfig) => ({
+        redis: config.redisUrl,
+        prefix: config.queuePrefix,
+        // A killed worker's jobs are taken up again once their lock lapses: JOB_LOCK_MS bounds
+        // that wait. Bull renews the lock at half that while the worker lives.
+        settings: { lockDuration: config.jobLockMs, stalledInterval: config.jobLockMs },
+      }),
     }),
     AuthModule,
     InstancesModule,

@@ -24,6 +24,12 @@ export class AppConfig {
   readonly jobBackoffMs: number;
   readonly relayIntervalMs: number;
   readonly sweepIntervalMs: number;
+  readonly jobLockMs: number;
+  readonly shutdownGraceMs: number;
+  /** Requests per minute per token; 0 turns the limit off. */
+  readonly rateLimitPerMinute: number;
+  /** Origins allowed to call the API from a browser; empty means CORS is off. */
+  readonly corsOrigins: string[] | '*';
 
   constructor(env: Environment) {
     this.port = env.PORT;
@@ -46,6 +52,16 @@ export class AppConfig {
     this.jobBackoffMs = env.JOB_BACKOFF_MS;
     this.relayIntervalMs = env.RELAY_INTERVAL_MS;
     this.sweepIntervalMs = env.SWEEP_INTERVAL_MS;
+    this.jobLockMs = env.JOB_LOCK_MS;
+    this.shutdownGraceMs = env.SHUTDOWN_GRACE_MS;
+    this.rateLimitPerMinute = env.RATE_LIMIT_PER_MINUTE;
+    this.corsOrigins =
+      env.CORS_ORIGINS === '*'
+        ? '*'
+        : (env.CORS_ORIGINS ?? '')
+            .split(',')
+            .map((o) => o.trim())
+            .filter(Boolean);
   }
 
   get servesHttp(): boolean {

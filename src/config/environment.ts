@@ -122,6 +122,30 @@ export class Environment {
   @Min(100)
   @IsInt()
   SWEEP_INTERVAL_MS = 60000;
+
+  @Transform(toInt)
+  @Min(1000)
+  @IsInt()
+  JOB_LOCK_MS = 30000;
+
+  @Transform(toInt)
+  @Min(0)
+  @Max(20000)
+  @IsInt()
+  SHUTDOWN_GRACE_MS = 15000;
+
+  @Transform(toInt)
+  @Min(0)
+  @IsInt()
+  RATE_LIMIT_PER_MINUTE = 300000;
+
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @Matches(/^(\*|https?:\/\/[^\s,/]+(,\s*https?:\/\/[^\s,/]+)*)$/, {
+    message:
+      'CORS_ORIGINS must be * or a comma-separated list of origins such as https://app.example.com',
+  })
+  CORS_ORIGINS?: string;
 }
 
 /**
@@ -132,7 +156,7 @@ export class Environment {
 export function validateEnvironment(raw: Record<string, unknown>): Environment {
   const own = Object.fromEntries(
     Object.keys(new Environment())
-      .concat('ADMIN_TOKEN', 'METRICS_TOKEN')
+      .concat('ADMIN_TOKEN', 'METRICS_TOKEN', 'CORS_ORIGINS')
       .filter((key) => raw[key] !== undefined)
       .map((key) => [key, raw[key]]),
   );

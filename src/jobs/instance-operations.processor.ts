@@ -1,7 +1,14 @@
 import { InjectQueue } from '@nestjs/bull';
-import { Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import {
+  BeforeApplicationShutdown,
+  Inject,
+  Injectable,
+  Logger,
+  OnApplicationBootstrap,
+} from '@nestjs/common';
 import { EventEmitter2 } from '@nestjs/event-emitter';
 import type { Job, Queue } from 'bull';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   BackendError,
   CLOUD_BACKEND,
@@ -9,6 +16,7 @@ import {
   OperationContext,
 } from '../backend/cloud-backend';
 import { AppConfig } from '../config/app-config';
+import { withTimeout } from '../common/with-timeout';
 import type { Instance } from '../state-machine/instance.entity';
 import { Action, InstanceState } from '../state-machine/instance.machine';
 import type { Operation } from '../state-machine/operation.entity';
@@ -17,6 +25,9 @@ import { InstanceJobData, JOB_FINISHED, JobFinishedSignal, QueueName } from '../
 
 /** A failure that must not be retried: the instance is already `erred`, or must become so. */
 class PermanentFailure extends Error {}
+
+/** Why a job's backend call was abandoned at shutdown: not a failure of the operation. */
+const HAND_BACK = 'handed back at shutdown';
 
 const NOT_AT_BACKEND = 'Does not exist at backend.';
 
@@ -27,10 +38,21 @@ const NOT_AT_BACKEND = 'Does not exist at backend.';
  *
  * The handler is registered by hand, not with `@Process`, so that `WORKER_CONCURRENCY` comes from
  * validated config and `APP_ROLE=api` processes never consume.
+ *
+ * At shutdown the worker takes no new job and gives running ones `SHUTDOWN_GRACE_MS` to finish.
+ * Those still running are handed back: their backend calls are abandoned (drivers are idempotent
+ * per operation, so the next run carries on) and the job goes back to the queue for its next
+ * attempt. A job already on its last attempt is left to Bull's stalled-job check, which queues it
+ * again once its lock lapses (`JOB_LOCK_MS`); that way no attempt is spent on a shutdown.
  */
 @Injectable()
-export class InstanceOperationsProcessor implements OnApplicationBootstrap {
+export class InstanceOperationsProcessor
+  implements OnApplicationBootstrap, BeforeApplicationShutdown
+{
   private readonly logger = new Logger(InstanceOperationsProcessor.name);
+  /** Jobs this process is running, by job id. */
+  private readonly running = new Map<string, AbortController>();
+  private stopping = false;
 
   constructor(
     @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue<InstanceJobData>,
@@ -49,6 +71,25 @@ export class InstanceOperationsProcessor implements OnApplicationBootstrap {
     this.queue.on('failed', (job: Job<InstanceJobData>, error: Error) => {
       if (/stalled more than allowable limit/i.test(error.message)) void this.failStalled(job);
     });
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    this.stopping = true;
+    if (!this.config.runsWorkers) return;
+    // A local pause: this process takes no new job; others go on. Bull needs Redis for it.
+    await withTimeout(this.queue.pause(true, true), 1_000, 'Pausing the worker').catch(
+      () => undefined,
+    );
+    const deadline = Date.now() + this.config.shutdownGraceMs;
+    while (this.running.size > 0 && Date.now() < deadline) await sleep(25);
+    if (this.running.size > 0) {
+      this.logger.warn(`Handing ${this.running.size} running job(s) back to the queue`);
+      for (const abort of this.running.values()) abort.abort(HAND_BACK);
+      // Time for Bull to record the handed-back attempts; any it misses, the stalled check finds.
+      await sleep(250);
+    }
+    // Jobs left on their last attempt never settle: close without waiting for them.
+    await withTimeout(this.queue.close(true), 2_000, 'Closing the queue').catch(() => undefined);
   }
 
   async process(job: Job<InstanceJobData>): Promise<{ outcome: string }> {
@@ -82,16 +123,31 @@ export class InstanceOperationsProcessor implements OnApplicationBootstrap {
   }
 
   private async run(job: Job<InstanceJobData>): Promise<{ outcome: string }> {
+    // Taken just as the worker paused: not begun, so simply the next worker's.
+    if (this.stopping) return this.handBack(job);
+    const abort = new AbortController();
+    this.running.set(String(job.id), abort);
+    try {
+      return await this.runOwned(job, abort);
+    } finally {
+      this.running.delete(String(job.id));
+    }
+  }
+
+  private async runOwned(
+    job: Job<InstanceJobData>,
+    abort: AbortController,
+  ): Promise<{ outcome: string }> {
     const started = await this.transitions.begin(job.data.operationId);
     if (!started) return { outcome: 'skipped: the operation no longer owns the instance' };
     const { operation, instance } = started;
-    const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), this.config.jobTimeoutMs);
     try {
       const result = await this.runAbortable(operation, instance, abort.signal);
       await this.transitions.succeed(operation, result);
       return { outcome: 'succeeded' };
     } catch (error) {
+      if (abort.signal.reason === HAND_BACK) return this.handBack(job);
       const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       const retryable =
         !abort.signal.aborted &&
@@ -114,8 +170,16 @@ export class InstanceOperationsProcessor implements OnApplicationBootstrap {
     }
   }
 
+  /** See the class comment: the next attempt if there is one, else the stalled-job check. */
+  private handBack(job: Job<InstanceJobData>): Promise<never> {
+    const attemptsLeft = job.attemptsMade + 1 < (job.opts.attempts ?? 1);
+    if (attemptsLeft) return Promise.reject(new Error(HAND_BACK));
+    return new Promise<never>(() => undefined);
+  }
+
   /** The backend call, abandoned when `JOB_TIMEOUT_MS` passes even if the driver ignores the signal. */
   private runAbortable(operation: Operation, instance: Instance, signal: AbortSignal) {
+    if (signal.aborted) return Promise.reject(new PermanentFailure('cancelled before it began'));
     const aborted = new Promise<never>((_, reject) =>
       signal.addEventListener('abort', () => reject(new PermanentFailure('timed out')), {
         once: true,

@@ -73,7 +73,7 @@ export async function startApp(overrides: Record<string, string> = {}): Promise<
   };
 }
 
-async function createDatabase(id: string): Promise<{ url: string; drop(): Promise<void> }> {
+export async function createDatabase(id: string): Promise<{ url: string; drop(): Promise<void> }> {
   const server = process.env.TEST_DATABASE_URL;
   if (server?.startsWith('postgres')) {
     const name = `provisor_test_${id}`;

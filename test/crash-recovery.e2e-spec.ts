@@ -1,0 +1,81 @@
+import type { ApiClient } from './support/api';
+import { Deployment, ServiceProcess } from './support/deployment';
+import { actOnAll, createMany, stateCounts, until, waitForAll } from './support/load';
+
+/**
+ * `kill -9` of the built service while it accepts requests and runs jobs, then a restart: every
+ * accepted operation reaches its target, and the simulated cloud did each one exactly once.
+ * Runs on SQLite, or on PostgreSQL when TEST_DATABASE_URL is set.
+ */
+describe('kill -9 with jobs in flight, then a restart', () => {
+  const COUNT = 40;
+  let deployment: Deployment;
+  let service: ServiceProcess;
+  let admin: ApiClient;
+  let ids: string[] = [];
+
+  beforeAll(async () => {
+    // Slow enough that a kill always finds jobs half done.
+    deployment = await Deployment.create({ SIM_LATENCY_MS: '400', WORKER_CONCURRENCY: '8' });
+    service = await deployment.start();
+    admin = service.client(deployment.adminToken);
+  });
+  afterAll(() => deployment?.close());
+
+  /** Kills the process once `state` shows up, restarts it, and waits for `target`. */
+  async function killDuring(inProgress: string, target: string): Promise<void> {
+    await until(`an instance in '${inProgress}'`, async () => {
+      return ((await stateCounts(admin))[inProgress] ?? 0) > 0;
+    });
+    const exit = await service.kill();
+    expect(exit.signal).toBe('SIGKILL');
+    service = await deployment.start();
+    admin = service.client(deployment.adminToken);
+    await waitForAll(admin, ids, target);
+  }
+
+  it('loses no create accepted before the kill, and provisions each VM once', async () => {
+    // The kill lands while creates are still arriving: those answered 202 must all come through.
+    const accepting = createMany(admin, COUNT, 4, 'crash');
+    await until('a provisioning job running', async () => {
+      return ((await stateCounts(admin)).provisioning ?? 0) > 0;
+    });
+    await service.kill();
+    ids = await accepting;
+    expect(ids.length).toBeGreaterThan(0);
+    service = await deployment.start();
+    admin = service.client(deployment.adminToken);
+    await waitForAll(admin, ids, 'online');
+    expect(await stateCounts(admin)).toEqual({ online: ids.length });
+  });
+
+  it('stops every instance across a kill', async () => {
+    await actOnAll(admin, ids, 'stop', 8);
+    await killDuring('stopping', 'offline');
+  });
+
+  it('starts every instance across a kill', async () => {
+    await actOnAll(admin, ids, 'start', 8);
+    await killDuring('starting', 'online');
+  });
+
+  it('deletes every instance across a kill', async () => {
+    await actOnAll(admin, ids, 'stop', 8);
+    await waitForAll(admin, ids, 'offline');
+    await actOnAll(admin, ids, 'delete', 8);
+    await killDuring('deleting', 'gone');
+  });
+
+  it('did every backend operation exactly once per VM', async () => {
+    const res = await admin.get('/api/simulator/vms').expect(200);
+    const vms = res.body.items as { instance_id: string; state: string; op_counts: object }[];
+    expect(vms.map((vm) => vm.instance_id).sort()).toEqual([...ids].sort());
+    for (const vm of vms) {
+      expect({ id: vm.instance_id, state: vm.state, ops: vm.op_counts }).toEqual({
+        id: vm.instance_id,
+        state: 'deleted',
+        ops: { provision: 1, stop: 2, start: 1, delete: 1 },
+      });
+    }
+  });
+});
