@@ -7,6 +7,7 @@ import {
 import { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { NextFunction, Request, Response } from 'express';
+import helmet from 'helmet';
 import { BODY_LIMIT_BYTES } from './common/body-limit';
 import { inspectBody } from './common/inspect-body.middleware';
 import { AppConfig } from './config/app-config';
@@ -18,6 +19,10 @@ import { AppConfig } from './config/app-config';
 export function configureApp(app: NestExpressApplication): void {
   const config = app.get(AppConfig);
   app.disable('x-powered-by');
+  // helmet's defaults: a same-origin content security policy, under which Swagger UI and the
+  // queue dashboard still render (their scripts are files of their own; only styles are inline).
+  app.use(helmet());
+  configureCors(app, config);
   app.useBodyParser('json', { limit: BODY_LIMIT_BYTES });
   app.use(inspectBody);
   app.useGlobalPipes(
@@ -45,6 +50,32 @@ export function configureApp(app: NestExpressApplication): void {
     return;
   }
   setupSwagger(app);
+}
+
+/**
+ * Off unless CORS_ORIGINS names the browser origins allowed to call the API. Tokens travel in the
+ * Authorization header, never in cookies, so no origin gets credentials.
+ */
+function configureCors(app: NestExpressApplication, config: AppConfig): void {
+  if (config.corsOrigins !== '*' && config.corsOrigins.length === 0) return;
+  app.enableCors({
+    origin: config.corsOrigins,
+    allowedHeaders: [
+      'Authorization',
+      'Content-Type',
+      'Idempotency-Key',
+      'X-Request-Id',
+      'Last-Event-ID',
+    ],
+    exposedHeaders: [
+      'Retry-After',
+      'X-Request-Id',
+      'X-RateLimit-Limit',
+      'X-RateLimit-Remaining',
+      'X-RateLimit-Reset',
+    ],
+    maxAge: 600,
+  });
 }
 
 export function setupSwagger(app: INestApplication): void {

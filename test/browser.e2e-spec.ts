@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Browser, chromium } from 'playwright-core';
+import { Browser, chromium, Page } from 'playwright-core';
 import { ApiClient } from './support/api';
 import { startApp, TestApp } from './support/test-app';
 
@@ -15,6 +15,15 @@ if (!haveBrowser && process.env.CI) {
   throw new Error(`CI needs Chromium at ${CHROMIUM} for the browser tests (.ci/run installs it)`);
 }
 const ARTIFACTS = join(__dirname, '..', 'test-artifacts');
+
+/** What the page's content security policy refused, as the browser reports it. */
+function cspViolations(page: Page): string[] {
+  const refused: string[] = [];
+  page.on('console', (message) => {
+    if (/Content Security Policy/i.test(message.text())) refused.push(message.text());
+  });
+  return refused;
+}
 
 (haveBrowser ? describe : describe.skip)('Swagger UI and the dashboard in a browser', () => {
   let t: TestApp;
@@ -47,7 +56,9 @@ const ARTIFACTS = join(__dirname, '..', 'test-artifacts');
 
   it('creates an instance from Swagger UI after authorizing, and gets 202', async () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
-    await page.goto(`${base}/api/docs`);
+    const refused = cspViolations(page);
+    const docs = await page.goto(`${base}/api/docs`);
+    expect(docs?.headers()['content-security-policy']).toContain("default-src 'self'");
     await page.waitForSelector('.swagger-ui .info');
     await page.click('button.authorize');
     await page.fill('.modal-ux input', t.adminToken);
@@ -63,6 +74,7 @@ const ARTIFACTS = join(__dirname, '..', 'test-artifacts');
     await status.waitFor();
     await op.screenshot({ path: join(ARTIFACTS, 'swagger-create-instance.png') });
     expect((await status.innerText()).trim()).toBe('202');
+    expect(refused).toEqual([]);
     await page.close();
 
     const admin = new ApiClient(t.http, t.adminToken);
@@ -83,11 +95,16 @@ const ARTIFACTS = join(__dirname, '..', 'test-artifacts');
       viewport: { width: 1280, height: 800 },
     });
     const page = await context.newPage();
-    await page.goto(`${base}/admin/queues/queue/instance-operations?status=completed`);
+    const refused = cspViolations(page);
+    const dashboard = await page.goto(
+      `${base}/admin/queues/queue/instance-operations?status=completed`,
+    );
+    expect(dashboard?.headers()['content-security-policy']).toContain("default-src 'self'");
     await page.getByText('instance-operations').first().waitFor();
     await page.getByText('provision', { exact: true }).first().waitFor();
     await page.screenshot({ path: join(ARTIFACTS, 'dashboard-completed-jobs.png') });
     expect(await page.getByText('"succeeded"').count()).toBeGreaterThan(0);
+    expect(refused).toEqual([]);
     await context.close();
   });
 });

@@ -14,7 +14,11 @@ describe('validateEnvironment', () => {
       JOB_TIMEOUT_MS: 60000,
       STUCK_AFTER_MS: 1800000,
       WORKER_CONCURRENCY: 10,
+      JOB_LOCK_MS: 30000,
+      SHUTDOWN_GRACE_MS: 15000,
+      RATE_LIMIT_PER_MINUTE: 300000,
     });
+    expect(validateEnvironment({}).CORS_ORIGINS).toBeUndefined();
   });
 
   it('reads numbers from strings and ignores variables that are not its own', () => {
@@ -35,12 +39,23 @@ describe('validateEnvironment', () => {
     ['DATABASE_URL', 'mysql://x'],
     ['REDIS_URL', 'localhost:6379'],
     ['QUEUE_PREFIX', 'has space'],
+    ['SHUTDOWN_GRACE_MS', '30000'],
+    ['JOB_LOCK_MS', '10'],
+    ['RATE_LIMIT_PER_MINUTE', '-5'],
+    ['CORS_ORIGINS', 'console.example.com'],
+    ['CORS_ORIGINS', 'https://a.example/path'],
   ])('refuses %s=%s with a message naming the variable and the value', (name, value) => {
     expect(() => validateEnvironment({ [name]: value })).toThrow(
       new RegExp(
         `Invalid configuration:[\\s\\S]*${name}[\\s\\S]*got '${value.replace('.', '\\.')}'`,
       ),
     );
+  });
+
+  it('reads CORS_ORIGINS as * or a list of origins', () => {
+    expect(validateEnvironment({ CORS_ORIGINS: '*' }).CORS_ORIGINS).toBe('*');
+    const list = 'https://console.example.com, http://localhost:5173';
+    expect(validateEnvironment({ CORS_ORIGINS: list }).CORS_ORIGINS).toBe(list);
   });
 
   it('never echoes ADMIN_TOKEN', () => {
