@@ -51,7 +51,7 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     const horizon = new Date(this.dispatcher.takeMissed() ? now + RELAY_GRACE_MS : now);
     const due = await this.claim(horizon);
     if (due.length === 0) return 0;
-    if (!(await this.dispatcher.dispatch(due))) {
+    if (!(await this.dispatcher.resend(due))) {
       // Not sent: give the rows back so that the next pass, here or elsewhere, takes them.
       await this.tx.run((em) =>
         em.update(
