@@ -208,6 +208,18 @@ describe('input validation and errors', () => {
       );
       expect(await snapshot(vm.id)).toEqual(before);
     });
+
+    it('refuses prototype names as fields (__proto__, valueOf, …), which validation would pass', async () => {
+      const before = await snapshot(vm.id);
+      for (const field of ['__proto__', 'constructor', 'valueOf', 'hasOwnProperty']) {
+        const body = JSON.parse(`{"name": "renamed", "${field}": {"is_staff": true}}`) as object;
+        expectError(await alice.patch(`/api/instances/${vm.id}`, body), 400, field);
+        const create = JSON.parse(`{"name": "proto", "flavor": "small", "${field}": {}}`) as object;
+        expectError(await alice.post('/api/instances', create), 400, field);
+      }
+      expect(await snapshot(vm.id)).toEqual(before);
+      expect((await alice.get('/api/instances?name=proto').expect(200)).body.total).toBe(0);
+    });
   });
 
   describe('bodies no route can use', () => {

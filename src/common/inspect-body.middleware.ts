@@ -4,9 +4,16 @@ import type { NextFunction, Request, Response } from 'express';
 export const MAX_BODY_DEPTH = 32;
 
 /**
+ * Names every object answers to through its prototype (`__proto__`, `constructor`, `valueOf`…):
+ * never a field of the API, and validation would take them for known ones.
+ */
+const PROTOTYPE_KEYS = new Set([...Object.getOwnPropertyNames(Object.prototype), 'prototype']);
+
+/**
  * Refuses, before anything reads them, requests no route can use: a body that is not JSON, a
- * body nested past `MAX_BODY_DEPTH`, and text with a NUL character (PostgreSQL cannot store it,
- * so both databases refuse it alike).
+ * body nested past `MAX_BODY_DEPTH`, text with a NUL character (PostgreSQL cannot store it,
+ * so both databases refuse it alike), and prototype names such as `__proto__`, which validation
+ * would not see as unknown fields.
  */
 export function inspectBody(req: Request, res: Response, next: NextFunction): void {
   const refuse = (status: number, error: string, message: string) =>
@@ -33,6 +40,9 @@ export function inspectBody(req: Request, res: Response, next: NextFunction): vo
   if (problem === 'nul') {
     return refuse(400, 'Bad Request', 'Text must not contain NUL (\\u0000) characters');
   }
+  if (problem) {
+    return refuse(400, 'Bad Request', `property ${problem.slice(4)} should not exist`);
+  }
   next();
 }
 
@@ -42,7 +52,7 @@ function hasBody(req: Request): boolean {
 }
 
 /** Walks the parsed body without recursion, so no body can exhaust the stack here. */
-function inspect(body: unknown): 'deep' | 'nul' | null {
+function inspect(body: unknown): string | null {
   const stack: [unknown, number][] = [[body, 0]];
   while (stack.length > 0) {
     const [value, depth] = stack.pop()!;
@@ -52,6 +62,7 @@ function inspect(body: unknown): 'deep' | 'nul' | null {
       if (depth >= MAX_BODY_DEPTH) return 'deep';
       for (const [key, item] of Object.entries(value)) {
         if (key.includes('\u0000')) return 'nul';
+        if (PROTOTYPE_KEYS.has(key)) return `key:${key}`;
         stack.push([item, depth + 1]);
       }
     }
