@@ -11,9 +11,6 @@ import { InstanceJobData, QueueName, instanceJobOptions } from '../queues/queues
 /** How long a hand-over to Redis may take before the relay is left to do it. */
 const ADD_TIMEOUT_MS = 2_000;
 
-/** Job states in which Bull will still run the job, or runs it now. */
-const LIVE_JOB_STATES = new Set(['waiting', 'active', 'delayed', 'paused']);
-
 /**
  * The one class that adds jobs. An operation row becomes a job whose id is the row's id, so a
  * second hand-over of the same row (the relay after the request path) is a no-op in Bull.
@@ -70,10 +67,10 @@ export class JobDispatcher implements OnModuleInit {
   }
 
   /**
-   * The relay's hand-over of rows that are still pending: first clears what Bull holds under
-   * their ids that will never run, or the add would be a no-op. That is a job finished without
-   * beginning its operation, or the remnant fields of one that a Redis restarted empty can be
-   * left with (a command queued during the outage writes them). True if Redis took them all.
+   * The relay's hand-over of rows that are still pending: first clears the remnant a Redis
+   * restarted empty can hold under a row's id (a command queued during the outage writes a few
+   * fields of the old job), or Bull would take it for a job and the add would be a no-op.
+   * True if Redis took them all.
    */
   async resend(operations: readonly Operation[]): Promise<boolean> {
     if (operations.length === 0) return true;
@@ -83,7 +80,7 @@ export class JobDispatcher implements OnModuleInit {
     }
     try {
       await withTimeout(
-        Promise.all(operations.map((op) => this.clearDeadJob(op.id))),
+        Promise.all(operations.map((op) => this.clearRemnant(op.id))),
         ADD_TIMEOUT_MS,
         'Checking jobs in Redis',
       );
@@ -95,11 +92,11 @@ export class JobDispatcher implements OnModuleInit {
     return this.dispatch(operations);
   }
 
-  private async clearDeadJob(jobId: string): Promise<void> {
+  /** A job Provisor added always carries its operation id; a remnant has no payload at all. */
+  private async clearRemnant(jobId: string): Promise<void> {
     const job = await this.queue.getJob(jobId);
-    if (!job || LIVE_JOB_STATES.has(await job.getState())) return;
-    this.logger.warn(`Job ${jobId} will never run but its operation is pending: sending it again`);
-    // Fails on a job some worker holds the lock of: that one is alive after all.
+    if (!job || job.data?.operationId) return;
+    this.logger.warn(`Job ${jobId} is a remnant without a payload: sending its operation again`);
     await job.remove().catch(() => undefined);
   }
 
