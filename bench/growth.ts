@@ -1,0 +1,158 @@
+import { ApiClient, BenchError, runLoad, type LoadResult, type LoadSpec } from './client';
+import type { BenchDatabase } from './database';
+import type { ServiceProcess } from './service';
+import { round } from './stats';
+
+/** Every `*_scheduled` and in-progress state of API.md section 4. */
+const TRANSITIONAL_STATES = [
+  'provisioning_scheduled',
+  'provisioning',
+  'starting_scheduled',
+  'starting',
+  'stopping_scheduled',
+  'stopping',
+  'restarting_scheduled',
+  'restarting',
+  'resizing_scheduled',
+  'resizing',
+  'deletion_scheduled',
+  'deleting',
+  'pulling_scheduled',
+  'pulling',
+];
+const TRANSITIONAL_QUERY = TRANSITIONAL_STATES.map((s) => `state=${s}`).join('&');
+export const LIST_PATH = '/api/instances?state=online&limit=50';
+const LIST_REQUESTS = 300;
+const LIST_WARMUP = 20;
+
+export interface GrowthStep {
+  /** Instances in the table when the list was measured. */
+  rows: number;
+  seedSeconds: number;
+  /** `total` of the measured list: the rows it counts. */
+  listTotal: number;
+  list: LoadResult;
+  create: LoadResult;
+  stop: LoadResult;
+  /** How long the worker took to catch up with each accept run. */
+  drainSeconds: { create: number; stop: number };
+}
+
+export interface GrowthContext {
+  api: ApiClient;
+  database: BenchDatabase;
+  service: ServiceProcess;
+  ownerId: string;
+  concurrency: number;
+  acceptRequests: number;
+}
+
+/**
+ * At a table size: the list a dashboard polls, one client at a time (its latency is the cost of
+ * the query), then the accept rate of creates and of actions at the bench's concurrency. The
+ * accepted instances are left to finish before the next measurement, so each starts with an idle
+ * worker; they stay in the table, which is why the next size is topped up by seeding.
+ */
+export async function growthStep(ctx: GrowthContext, size: number): Promise<GrowthStep> {
+  const { api, database } = ctx;
+  const load = (spec: Omit<LoadSpec, 'baseUrl' | 'token' | 'abortIf'>) =>
+    runLoad({ baseUrl: api.baseUrl, token: api.token, abortIf: () => ctx.service.crash, ...spec });
+  const seedStarted = performance.now();
+  const present = await database.countInstances();
+  if (present < size) await database.seedInstances(ctx.ownerId, size - present);
+  const seedSeconds = round((performance.now() - seedStarted) / 1000, 3);
+  await waitQuiet(ctx, 0);
+  const rows = await database.countInstances();
+
+  const listTotal = (await api.expect<{ total: number }>(200, 'GET', LIST_PATH)).total;
+  await load({
+    title: 'list warm-up',
+    connections: 1,
+    amount: LIST_WARMUP,
+    build: () => ({ method: 'GET', path: LIST_PATH }),
+  });
+  const list = await load({
+    title: `GET list (${rows} rows)`,
+    connections: 1,
+    amount: LIST_REQUESTS,
+    build: () => ({ method: 'GET', path: LIST_PATH }),
+  });
+
+  const ids: string[] = [];
+  const create = await load({
+    title: `POST /api/instances (${rows} rows)`,
+    connections: ctx.concurrency,
+    amount: ctx.acceptRequests,
+    build: (i) => ({
+      method: 'POST',
+      path: '/api/instances',
+      body: JSON.stringify({ name: `accept-${rows}-${i}`, flavor: 'small' }),
+    }),
+    onResponse: (status, body) => {
+      if (status === 202) ids.push((JSON.parse(body) as { id: string }).id);
+    },
+  });
+  if (ids.length !== ctx.acceptRequests) {
+    throw new BenchError(
+      `create at ${rows} rows: ${ids.length} of ${ctx.acceptRequests} requests were accepted ` +
+        JSON.stringify(create.statusCodes),
+    );
+  }
+  const createDrain = await waitQuiet(ctx, ids.length);
+
+  const stop = await load({
+    title: `POST /api/instances/{id}/stop (${rows} rows)`,
+    connections: ctx.concurrency,
+    amount: ids.length,
+    build: (i) => ({ method: 'POST', path: `/api/instances/${ids[i]}/stop` }),
+  });
+  const stopDrain = await waitQuiet(ctx, ids.length);
+  return {
+    rows,
+    seedSeconds,
+    listTotal,
+    list,
+    create,
+    stop,
+    drainSeconds: { create: createDrain, stop: stopDrain },
+  };
+}
+
+/**
+ * Polls until no instance is in a transitional state, then insists none is `erred`. A count
+ * query every quarter second is a small load next to the worker's, and needs no event stream
+ * open while accept rates are measured.
+ */
+async function waitQuiet(ctx: GrowthContext, pending: number): Promise<number> {
+  const started = performance.now();
+  const deadline = 60_000 + pending * 50;
+  let left = Infinity;
+  let progressAt = started;
+  for (;;) {
+    if (ctx.service.crash) throw ctx.service.crash;
+    const page = await ctx.api.expect<{ total: number }>(
+      200,
+      'GET',
+      `/api/instances?${TRANSITIONAL_QUERY}&limit=1`,
+    );
+    if (page.total === 0) break;
+    if (page.total < left) {
+      left = page.total;
+      progressAt = performance.now();
+    }
+    const now = performance.now();
+    if (now - started > deadline || now - progressAt > 30_000) {
+      throw new BenchError(
+        `${page.total} instances still in a transitional state after ${Math.round((now - started) / 1000)} s`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const erred = await ctx.api.expect<{ total: number }>(
+    200,
+    'GET',
+    '/api/instances?state=erred&limit=1',
+  );
+  if (erred.total > 0) throw new BenchError(`${erred.total} instances are erred`);
+  return round((performance.now() - started) / 1000, 3);
+}
