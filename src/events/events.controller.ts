@@ -20,7 +20,13 @@ import {
 import type { Actor } from '../auth/actor';
 import { AllowQueryToken, CurrentUser } from '../auth/auth.decorators';
 import { ApiErrors } from '../common/api-errors.decorator';
-import { EventDto, EventListDto, ListEventsQuery, StreamEventsQuery } from './dto/event.dto';
+import {
+  EventDto,
+  EventListDto,
+  ListEventsQuery,
+  MAX_EVENT_ID,
+  StreamEventsQuery,
+} from './dto/event.dto';
 import { openEventStream } from './event-stream';
 import { EventStreamHub } from './event-stream.service';
 import { EventsService } from './events.service';
@@ -76,10 +82,12 @@ export class EventsController {
     let after: number;
     if (lastEventId === undefined || lastEventId === '') {
       after = await this.events.latestId();
-    } else if (/^\d{1,10}$/.test(lastEventId.trim())) {
+    } else if (/^\d{1,10}$/.test(lastEventId.trim()) && Number(lastEventId) <= MAX_EVENT_ID) {
       after = Number(lastEventId.trim());
     } else {
-      throw new BadRequestException('Last-Event-ID must be an event id (a whole number)');
+      throw new BadRequestException(
+        `Last-Event-ID must be an event id (a whole number from 0 to ${MAX_EVENT_ID})`,
+      );
     }
     openEventStream(
       req,

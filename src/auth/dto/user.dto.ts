@@ -1,5 +1,6 @@
 import { ApiProperty } from '@nestjs/swagger';
-import { IsBoolean, IsOptional, IsString, Matches } from 'class-validator';
+import { IsBoolean, IsString, Matches } from 'class-validator';
+import { OptionalButNotNull } from '../../common/present.decorator';
 import type { User } from '../user.entity';
 
 export const USERNAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
@@ -14,7 +15,7 @@ export class CreateUserDto {
   username: string;
 
   @ApiProperty({ required: false, default: false })
-  @IsOptional()
+  @OptionalButNotNull()
   @IsBoolean({ message: 'is_staff must be true or false' })
   is_staff?: boolean;
 }

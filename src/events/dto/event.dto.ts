@@ -4,6 +4,9 @@ import { IsInt, IsOptional, IsString, IsUUID, Max, Min } from 'class-validator';
 import { LowerCase } from '../../common/uuid.pipe';
 import type { InstanceEvent } from '../../state-machine/instance-event.entity';
 
+/** Event ids are a 32-bit integer column on both databases. */
+export const MAX_EVENT_ID = 2_147_483_647;
+
 /** What the event list and the stream share: an optional instance to follow. */
 class EventFilterQuery {
   @ApiPropertyOptional({ format: 'uuid', description: 'Only events of this instance' })
@@ -23,7 +26,9 @@ export class ListEventsQuery extends EventFilterQuery {
   @Type(() => Number)
   @IsInt({ message: 'after must be an event id (a whole number)' })
   @Min(0, { message: 'after must be an event id (a whole number)' })
-  @Max(2_147_483_647, { message: 'after must be an event id (a whole number up to 2147483647)' })
+  @Max(MAX_EVENT_ID, {
+    message: `after must be an event id (a whole number up to ${MAX_EVENT_ID})`,
+  })
   after?: number;
 
   @ApiPropertyOptional({ type: 'integer', minimum: 1, maximum: 500, default: 100 })

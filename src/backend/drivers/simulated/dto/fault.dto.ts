@@ -1,7 +1,7 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { OptionalButNotNull } from '../../../../common/present.decorator';
 import { LowerCase } from '../../../../common/uuid.pipe';
-import { IsIn, IsInt, IsOptional, IsString, IsUUID, Max, MaxLength, Min } from 'class-validator';
+import { IsIn, IsInt, IsString, IsUUID, Max, MaxLength, Min } from 'class-validator';
 import {
   FAULT_MODES,
   FaultMode,
@@ -21,7 +21,7 @@ export class CreateFaultDto {
     format: 'uuid',
     description: 'Only this instance; any when omitted',
   })
-  @IsOptional()
+  @OptionalButNotNull()
   @IsUUID('all', { message: 'instance_id must be a UUID' })
   @LowerCase()
   instance_id?: string;
