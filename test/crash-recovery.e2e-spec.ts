@@ -1,3 +1,4 @@
+import Redis from 'ioredis';
 import type { ApiClient } from './support/api';
 import { Deployment, ServiceProcess } from './support/deployment';
 import { actOnAll, createMany, stateCounts, until, waitForAll } from './support/load';
@@ -77,5 +78,45 @@ describe('kill -9 with jobs in flight, then a restart', () => {
         ops: { provision: 1, stop: 2, start: 1, delete: 1 },
       });
     }
+  });
+});
+
+/**
+ * A job whose worker died more often than Bull allows (it requeues a stalled job once) fails
+ * without reaching the handler and without a retry: the instance must still leave its
+ * in-progress state, to `erred` with a message.
+ */
+describe('a job stalled more than Bull allows', () => {
+  let deployment: Deployment;
+  afterAll(() => deployment?.close());
+
+  it('leaves the instance erred with a message, not stuck', async () => {
+    deployment = await Deployment.create({ SIM_LATENCY_MS: '60000', JOB_LOCK_MS: '1000' });
+    const first = await deployment.start();
+    const { id } = await first.client(deployment.adminToken).create({ name: 'doomed' });
+    await first.client(deployment.adminToken).waitForState(id, 'provisioning');
+    await first.kill();
+
+    // As if it had already stalled once before: the next stall is one too many.
+    const redis = new Redis(deployment.redis.url);
+    try {
+      const active = await redis.lrange(
+        `${deployment.env.QUEUE_PREFIX}:instance-operations:active`,
+        0,
+        -1,
+      );
+      expect(active).toHaveLength(1);
+      await redis.hset(
+        `${deployment.env.QUEUE_PREFIX}:instance-operations:${active[0]}`,
+        'stalledCounter',
+        '1',
+      );
+    } finally {
+      redis.disconnect();
+    }
+
+    const second = await deployment.start();
+    const erred = await second.client(deployment.adminToken).waitForState(id, 'erred', 20_000);
+    expect(erred.error_message).toBe('provision failed: the worker running it stopped responding');
   });
 });
