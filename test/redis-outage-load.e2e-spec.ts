@@ -1,3 +1,4 @@
+import Redis from 'ioredis';
 import request from 'supertest';
 import type { InstanceBody } from './support/api';
 import { Deployment, ServiceProcess } from './support/deployment';
@@ -60,4 +61,46 @@ describe('Redis outage under load', () => {
     expect(vms.map((vm) => vm.instance_id).sort()).toEqual([...accepted].sort());
     expect(vms.filter((vm) => JSON.stringify(vm.op_counts) !== '{"provision":1}')).toEqual([]);
   }, 90_000);
+});
+
+/**
+ * A Redis restarted empty also loses jobs of operations already begun: here a retry waiting
+ * out its backoff. The sweeper sends such an operation again once it has been quiet for
+ * JOB_LOCK_MS, and the instance comes online instead of waiting for STUCK_AFTER_MS to err.
+ */
+describe('Redis restarted empty while a retry waits', () => {
+  let deployment: Deployment;
+  afterAll(() => deployment?.close());
+
+  it('rebuilds the lost retry and completes the operation', async () => {
+    deployment = await Deployment.create({
+      SIM_LATENCY_MS: '20',
+      JOB_BACKOFF_MS: '60000',
+      JOB_LOCK_MS: '1000',
+      SWEEP_INTERVAL_MS: '250',
+    });
+    const service = await deployment.start();
+    const admin = service.client(deployment.adminToken);
+    await admin
+      .post('/api/simulator/faults', { operation: 'provision', mode: 'transient', times: 1 })
+      .expect(201);
+    const { id } = await admin.create({ name: 'retried' });
+    const redis = new Redis(deployment.redis.url);
+    try {
+      await until('the retry to wait in the delayed set', async () => {
+        return (
+          (await redis.zcard(`${deployment.env.QUEUE_PREFIX}:instance-operations:delayed`)) === 1
+        );
+      });
+    } finally {
+      redis.disconnect();
+    }
+
+    await deployment.redis.stop();
+    await deployment.redis.start();
+    const online = await admin.waitForState(id, 'online', 20_000);
+    expect(online.error_message).toBe('');
+    const vms = (await admin.get(`/api/simulator/vms?instance_id=${id}`).expect(200)).body.items;
+    expect(vms.map((vm: { op_counts: object }) => vm.op_counts)).toEqual([{ provision: 1 }]);
+  });
 });

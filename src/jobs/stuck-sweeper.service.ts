@@ -7,9 +7,11 @@ import { AppConfig } from '../config/app-config';
 import { PeriodicTask } from '../common/periodic-task';
 import { Lease, TransactionRunner } from '../database/transaction-runner';
 import { Instance } from '../state-machine/instance.entity';
+import { Operation, OperationStatus } from '../state-machine/operation.entity';
 import { TRANSITIONAL_STATES, actionOfState } from '../state-machine/instance.machine';
 import { TransitionService } from '../state-machine/transition.service';
 import { InstanceJobData, QueueName } from '../queues/queues';
+import { JobDispatcher } from './job-dispatcher';
 
 const BATCH = 100;
 /**
@@ -20,8 +22,9 @@ const DEAD_JOB_STATES = new Set(['completed', 'failed']);
 
 /**
  * An instance left in a `*_scheduled` or in-progress state longer than `STUCK_AFTER_MS` with no
- * live job for it goes to `erred` with "<action> has timed out.". It only judges while Redis
- * answers: without Redis it cannot tell a live job from a lost one.
+ * live job for it goes to `erred` with "<action> has timed out."; before that, a begun operation
+ * whose job Redis lost is sent again. It only judges while Redis answers: without Redis it
+ * cannot tell a live job from a lost one.
  */
 @Injectable()
 export class StuckSweeper implements OnApplicationBootstrap, OnApplicationShutdown {
@@ -30,6 +33,8 @@ export class StuckSweeper implements OnApplicationBootstrap, OnApplicationShutdo
 
   constructor(
     @InjectRepository(Instance) private readonly instances: Repository<Instance>,
+    @InjectRepository(Operation) private readonly operations: Repository<Operation>,
+    private readonly dispatcher: JobDispatcher,
     @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue<InstanceJobData>,
     private readonly transitions: TransitionService,
     private readonly tx: TransactionRunner,
@@ -55,27 +60,49 @@ export class StuckSweeper implements OnApplicationBootstrap, OnApplicationShutdo
     return (await this.tx.exclusively(Lease.StuckSweep, () => this.sweepStale())) ?? 0;
   }
 
+  /**
+   * Looks at instances in a transitional state with no change for `JOB_LOCK_MS`: any with a
+   * live job are fine. An operation already begun whose job is gone (Redis restarted empty and
+   * took a retry or a running job with it) is sent again, since a run carries on from in
+   * progress; past `STUCK_AFTER_MS` the instance goes to `erred` instead. Operations not yet
+   * begun are the relay's.
+   */
   private async sweepStale(): Promise<number> {
-    const cutoff = new Date(Date.now() - this.config.stuckAfterMs);
-    const stale = await this.instances
+    const now = Date.now();
+    const quiet = new Date(now - Math.min(this.config.jobLockMs, this.config.stuckAfterMs));
+    const stuck = now - this.config.stuckAfterMs;
+    const candidates = await this.instances
       .createQueryBuilder('i')
       .where({ state: In([...TRANSITIONAL_STATES]) })
-      .andWhere('i.updated_at < :cutoff', { cutoff: this.tx.timeParam(cutoff) })
+      .andWhere('i.updated_at < :quiet', { quiet: this.tx.timeParam(quiet) })
       .orderBy('i.updated_at', 'ASC')
       .limit(BATCH)
       .getMany();
     let swept = 0;
-    for (const instance of stale) {
+    const lost: Operation[] = [];
+    for (const instance of candidates) {
       if (instance.operationId && (await this.hasLiveJob(instance.operationId))) continue;
-      const action = actionOfState(instance.state);
-      if (action && (await this.transitions.sweep(instance, action))) swept++;
+      if (instance.updatedAt.getTime() < stuck) {
+        const action = actionOfState(instance.state);
+        if (action && (await this.transitions.sweep(instance, action))) swept++;
+        continue;
+      }
+      const operation = instance.operationId
+        ? await this.operations.findOneBy({ id: instance.operationId })
+        : null;
+      if (operation?.status === OperationStatus.Running) lost.push(operation);
     }
     if (swept > 0) this.logger.warn(`Moved ${swept} stuck instance(s) to erred`);
+    if (lost.length > 0 && (await this.dispatcher.resend(lost))) {
+      this.logger.warn(`Sent again ${lost.length} begun operation(s) whose job Redis lost`);
+    }
     return swept;
   }
 
+  /** A remnant without a payload (see JobDispatcher.resend) is no job. */
   private async hasLiveJob(jobId: string): Promise<boolean> {
     const job = await this.queue.getJob(jobId);
-    return job !== null && !DEAD_JOB_STATES.has(await job.getState());
+    if (!job?.data?.operationId) return false;
+    return !DEAD_JOB_STATES.has(await job.getState());
   }
 }
