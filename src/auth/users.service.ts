@@ -10,6 +10,13 @@ import { User } from './user.entity';
 
 export const ADMIN_USERNAME = 'admin';
 
+/**
+ * How long a known token is taken on trust without asking the database again. Tokens never
+ * change but through ADMIN_TOKEN at a restart, which other processes then see within this time.
+ */
+const TOKEN_CACHE_MS = 30_000;
+const TOKEN_CACHE_SIZE = 10_000;
+
 export function hashToken(token: string): string {
   return createHash('sha256').update(token).digest('hex');
 }
@@ -17,6 +24,8 @@ export function hashToken(token: string): string {
 @Injectable()
 export class UsersService implements OnApplicationBootstrap {
   private readonly logger = new Logger(UsersService.name);
+  /** Known tokens by hash, oldest first; unknown ones are never kept (they would be anyone's). */
+  private readonly known = new Map<string, { actor: Actor; until: number }>();
 
   constructor(
     @InjectRepository(User) private readonly users: Repository<User>,
@@ -54,8 +63,17 @@ export class UsersService implements OnApplicationBootstrap {
   }
 
   async authenticate(token: string): Promise<Actor | null> {
-    const user = await this.users.findOneBy({ tokenHash: hashToken(token) });
-    return user ? { id: user.id, username: user.username, isStaff: user.isStaff } : null;
+    const tokenHash = hashToken(token);
+    const now = Date.now();
+    const cached = this.known.get(tokenHash);
+    if (cached && cached.until > now) return cached.actor;
+    const user = await this.users.findOneBy({ tokenHash });
+    this.known.delete(tokenHash);
+    if (!user) return null;
+    const actor: Actor = { id: user.id, username: user.username, isStaff: user.isStaff };
+    if (this.known.size >= TOKEN_CACHE_SIZE) this.known.delete(this.known.keys().next().value!);
+    this.known.set(tokenHash, { actor, until: now + TOKEN_CACHE_MS });
+    return actor;
   }
 
   /** HTTP Basic for the dashboard: a staff user's username and API token. */
