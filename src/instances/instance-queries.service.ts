@@ -4,6 +4,7 @@ import { Repository } from 'typeorm';
 import type { Actor } from '../auth/actor';
 import { DomainError } from '../common/domain-error';
 import { InstanceTransition } from '../state-machine/instance-transition.entity';
+import { InstanceCount } from '../state-machine/instance-count.entity';
 import { Instance } from '../state-machine/instance.entity';
 import type { ListInstancesQuery } from './dto/list-instances.query';
 
@@ -16,6 +17,11 @@ export class InstanceQueries {
     private readonly transitions: Repository<InstanceTransition>,
   ) {}
 
+  /**
+   * A page and the total. Without a name filter the total is a sum over `instance_counts` (a row
+   * per owner and state), so it costs the same at a thousand instances or a million; a name
+   * filter has to count the matching rows.
+   */
   async list(
     query: ListInstancesQuery,
     actor: Actor,
@@ -27,13 +33,26 @@ export class InstanceQueries {
       const escaped = query.name.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`);
       qb.andWhere("LOWER(i.name) LIKE :name ESCAPE '\\'", { name: `%${escaped}%` });
     }
-    const [items, total] = await qb
-      .orderBy('i.created_at', 'DESC')
+    qb.orderBy('i.created_at', 'DESC')
       .addOrderBy('i.id', 'DESC')
       .take(query.limit)
-      .skip(query.offset)
-      .getManyAndCount();
+      .skip(query.offset);
+    if (query.name) {
+      const [items, total] = await qb.getManyAndCount();
+      return { items, total };
+    }
+    const [items, total] = await Promise.all([qb.getMany(), this.countFromTally(query, actor)]);
     return { items, total };
+  }
+
+  private async countFromTally(query: ListInstancesQuery, actor: Actor): Promise<number> {
+    const qb = this.instances.manager
+      .createQueryBuilder(InstanceCount, 'c')
+      .select('COALESCE(SUM(c.count), 0)', 'total');
+    if (!actor.isStaff) qb.andWhere('c.owner_id = :owner', { owner: actor.id });
+    if (query.state?.length) qb.andWhere('c.state IN (:...states)', { states: query.state });
+    const row = await qb.getRawOne<{ total: string | number }>();
+    return Number(row?.total ?? 0);
   }
 
   async get(id: string, actor: Actor): Promise<Instance> {

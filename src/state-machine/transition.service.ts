@@ -45,6 +45,15 @@ type TransitionKind = InstanceTransition['action'];
 class Changes {
   readonly events: InstanceEvent[] = [];
   readonly operations: Operation[] = [];
+  /** Changes to `instance_counts`, by owner and state. */
+  readonly counts = new Map<string, { ownerId: string; state: string; delta: number }>();
+
+  count(ownerId: string, state: string, delta: number): void {
+    const key = `${ownerId}/${state}`;
+    const entry = this.counts.get(key) ?? { ownerId, state, delta: 0 };
+    entry.delta += delta;
+    this.counts.set(key, entry);
+  }
 }
 
 /**
@@ -365,6 +374,7 @@ export class TransitionService {
 
   private async remove(em: EntityManager, changes: Changes, instance: Instance, now: Date) {
     await em.delete(Instance, { id: instance.id });
+    changes.count(instance.ownerId, instance.state, -1);
     await em.delete(InstanceTransition, { instanceId: instance.id });
     this.addEvent(em, changes, instance, 'instance.deleted', 'deleted', '', now);
   }
@@ -498,6 +508,10 @@ export class TransitionService {
     now: Date,
     event: { state?: string; errorMessage?: string } = {},
   ): Promise<void> {
+    if (!event.state && from !== instance.state) {
+      if (from) changes.count(instance.ownerId, from, -1);
+      changes.count(instance.ownerId, instance.state, 1);
+    }
     if (!event.state) {
       await em.insert(InstanceTransition, {
         instanceId: instance.id,
@@ -541,6 +555,18 @@ export class TransitionService {
     );
   }
 
+  private async applyCounts(em: EntityManager, changes: Changes): Promise<void> {
+    const [owner, state, delta] = this.tx.isSqlite ? ['?', '?', '?'] : ['$1', '$2', '$3'];
+    for (const change of changes.counts.values()) {
+      if (change.delta === 0) continue;
+      await em.query(
+        `INSERT INTO instance_counts (owner_id, state, count) VALUES (${owner}, ${state}, ${delta}) ` +
+          'ON CONFLICT (owner_id, state) DO UPDATE SET count = instance_counts.count + excluded.count',
+        [change.ownerId, change.state, change.delta],
+      );
+    }
+  }
+
   /**
    * Runs a write transaction, then announces what it wrote. Its events are stored last, under the
    * event log's lock, so event ids become visible in the order they were given: a reader paging
@@ -553,6 +579,9 @@ export class TransitionService {
       if (changes.events.length > 0) {
         await this.tx.lockEventLog(em);
         for (const event of changes.events) await em.insert(InstanceEvent, event);
+        // Under the event log's lock, so that concurrent changes of one owner's counts never
+        // wait on each other in opposite orders.
+        await this.applyCounts(em, changes);
       }
       return value;
     });
