@@ -555,16 +555,18 @@ export class TransitionService {
     );
   }
 
+  /** One statement for all of a transaction's count changes (a multi-row upsert). */
   private async applyCounts(em: EntityManager, changes: Changes): Promise<void> {
-    const [owner, state, delta] = this.tx.isSqlite ? ['?', '?', '?'] : ['$1', '$2', '$3'];
-    for (const change of changes.counts.values()) {
-      if (change.delta === 0) continue;
-      await em.query(
-        `INSERT INTO instance_counts (owner_id, state, count) VALUES (${owner}, ${state}, ${delta}) ` +
-          'ON CONFLICT (owner_id, state) DO UPDATE SET count = instance_counts.count + excluded.count',
-        [change.ownerId, change.state, change.delta],
-      );
-    }
+    const rows = [...changes.counts.values()].filter((change) => change.delta !== 0);
+    if (rows.length === 0) return;
+    const values = rows.map((_, i) =>
+      this.tx.isSqlite ? '(?, ?, ?)' : `($${3 * i + 1}, $${3 * i + 2}, $${3 * i + 3})`,
+    );
+    await em.query(
+      `INSERT INTO instance_counts (owner_id, state, count) VALUES ${values.join(', ')} ` +
+        'ON CONFLICT (owner_id, state) DO UPDATE SET count = instance_counts.count + excluded.count',
+      rows.flatMap((row) => [row.ownerId, row.state, row.delta]),
+    );
   }
 
   /**
@@ -578,7 +580,8 @@ export class TransitionService {
       const value = await work(em, changes);
       if (changes.events.length > 0) {
         await this.tx.lockEventLog(em);
-        for (const event of changes.events) await em.insert(InstanceEvent, event);
+        // One statement: ids are given in the order of the rows.
+        await em.insert(InstanceEvent, changes.events);
         // Under the event log's lock, so that concurrent changes of one owner's counts never
         // wait on each other in opposite orders.
         await this.applyCounts(em, changes);
