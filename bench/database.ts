@@ -55,6 +55,16 @@ function seedState(i: number): 'online' | 'offline' {
   return i % 10 < 7 ? 'online' : 'offline';
 }
 
+/**
+ * The service keeps a tally of instances per owner and state beside the table (its list totals
+ * read it); rows seeded behind its back are added to the tally as it would have added them.
+ */
+function seedTally(from: number, to: number): Map<string, number> {
+  const tally = new Map<string, number>();
+  for (let i = from; i < to; i++) tally.set(seedState(i), (tally.get(seedState(i)) ?? 0) + 1);
+  return tally;
+}
+
 /** A fresh SQLite file in a scratch directory; the service creates its schema on start. */
 export class SqliteBenchDatabase implements BenchDatabase {
   readonly kind = 'sqlite';
@@ -124,6 +134,11 @@ export class SqliteBenchDatabase implements BenchDatabase {
     for (let from = this.seeded; from < end; from += 10_000) {
       batch(from, Math.min(end, from + 10_000));
     }
+    const tally = db.prepare(
+      `INSERT INTO instance_counts (owner_id, state, count) VALUES (?, ?, ?)
+       ON CONFLICT (owner_id, state) DO UPDATE SET count = instance_counts.count + excluded.count`,
+    );
+    for (const [state, n] of seedTally(this.seeded, end)) tally.run(ownerId, state, n);
     this.seeded = end;
     return Promise.resolve();
   }
@@ -253,6 +268,13 @@ export class PostgresBenchDatabase implements BenchDatabase {
            created_at
          FROM added`,
         [ownerId, this.seedBase, from, to],
+      );
+    }
+    for (const [state, n] of seedTally(this.seeded, end)) {
+      await this.conn().query(
+        `INSERT INTO instance_counts (owner_id, state, count) VALUES ($1, $2, $3)
+         ON CONFLICT (owner_id, state) DO UPDATE SET count = instance_counts.count + excluded.count`,
+        [ownerId, state, n],
       );
     }
     this.seeded = end;
