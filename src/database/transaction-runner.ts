@@ -7,6 +7,9 @@ import { DateUtils } from 'typeorm/util/DateUtils';
 /** Advisory lock key of the event log ("PROV"). */
 const EVENT_LOG_LOCK = 0x50524f56;
 
+/** The longest run of back-to-back SQLite transactions before the event loop gets a turn. */
+const YIELD_AFTER_MS = 10;
+
 /** Keys of the locks behind `exclusively`, one per kind of housekeeping. */
 export enum Lease {
   StuckSweep = 0x50525357, // "PRSW"
@@ -21,6 +24,7 @@ export enum Lease {
 @Injectable()
 export class TransactionRunner {
   private readonly sqliteWriteLock: Mutex | null;
+  private lastYield = 0;
 
   constructor(@InjectDataSource() private readonly dataSource: DataSource) {
     this.sqliteWriteLock = this.isSqlite ? new Mutex() : null;
@@ -32,7 +36,17 @@ export class TransactionRunner {
 
   run<T>(work: (manager: EntityManager) => Promise<T>): Promise<T> {
     if (this.sqliteWriteLock) {
-      return this.sqliteWriteLock.runExclusive(() => this.dataSource.transaction(work));
+      return this.sqliteWriteLock.runExclusive(async () => {
+        // better-sqlite3 answers synchronously, so queued transactions run one after another in
+        // a single chain of microtasks, with no socket read or written while it lasts. Once a
+        // chain has run for YIELD_AFTER_MS, the next transaction waits for a turn of the event
+        // loop: requests are answered within milliseconds, not after the whole queue.
+        if (performance.now() - this.lastYield > YIELD_AFTER_MS) {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          this.lastYield = performance.now();
+        }
+        return this.dataSource.transaction(work);
+      });
     }
     return this.dataSource.transaction(work);
   }
