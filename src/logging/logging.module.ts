@@ -43,8 +43,17 @@ const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
               url: req.url.replace(/([?&]access_token=)[^&]*/g, '$1[redacted]'),
             }),
           },
-          customLogLevel: (_req: IncomingMessage, res: ServerResponse, error?: Error) =>
-            error || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info',
+          // Health is polled every few seconds, and its 503 only repeats what the Redis or
+          // database connection logged once when it went; any other 503 says "not ready", not
+          // a fault of Provisor's.
+          customLogLevel: (req: IncomingMessage, res: ServerResponse, error?: Error) =>
+            req.url === '/api/health'
+              ? 'silent'
+              : error || (res.statusCode >= 500 && res.statusCode !== 503)
+                ? 'error'
+                : res.statusCode >= 400
+                  ? 'warn'
+                  : 'info',
           autoLogging: { ignore: (req: IncomingMessage) => req.url === '/api/health' },
         },
         forRoutes: ['*path'],
