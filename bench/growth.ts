@@ -1,25 +1,9 @@
 import { ApiClient, BenchError, runLoad, type LoadResult, type LoadSpec } from './client';
 import type { BenchDatabase } from './database';
 import type { ServiceProcess } from './service';
+import { TRANSITIONAL_STATES } from '../src/state-machine/instance.machine';
 import { round } from './stats';
 
-/** Every `*_scheduled` and in-progress state of API.md section 4. */
-const TRANSITIONAL_STATES = [
-  'provisioning_scheduled',
-  'provisioning',
-  'starting_scheduled',
-  'starting',
-  'stopping_scheduled',
-  'stopping',
-  'restarting_scheduled',
-  'restarting',
-  'resizing_scheduled',
-  'resizing',
-  'deletion_scheduled',
-  'deleting',
-  'pulling_scheduled',
-  'pulling',
-];
 const TRANSITIONAL_QUERY = TRANSITIONAL_STATES.map((s) => `state=${s}`).join('&');
 export const LIST_PATH = '/api/instances?state=online&limit=50';
 const LIST_REQUESTS = 300;

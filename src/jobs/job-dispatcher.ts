@@ -6,7 +6,7 @@ import { AppConfig } from '../config/app-config';
 import { withTimeout } from '../common/with-timeout';
 import { OPERATION_SCHEDULED } from '../state-machine/domain-events';
 import type { Operation } from '../state-machine/operation.entity';
-import { InstanceJobData, QueueName, instanceJobOptions } from '../queues/queues';
+import { InstanceJobData, QueueName, instanceJobOptions, isRemnant } from '../queues/queues';
 
 /** How long a hand-over to Redis may take before the relay is left to do it. */
 const ADD_TIMEOUT_MS = 2_000;
@@ -92,10 +92,9 @@ export class JobDispatcher implements OnModuleInit {
     return this.dispatch(operations);
   }
 
-  /** A job Provisor added always carries its operation id; a remnant has no payload at all. */
   private async clearRemnant(jobId: string): Promise<void> {
     const job = await this.queue.getJob(jobId);
-    if (!job || job.data?.operationId) return;
+    if (!job || !isRemnant(job)) return;
     this.logger.warn(`Job ${jobId} is a remnant without a payload: sending its operation again`);
     await job.remove().catch(() => undefined);
   }

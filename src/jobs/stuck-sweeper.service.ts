@@ -10,7 +10,7 @@ import { Instance } from '../state-machine/instance.entity';
 import { Operation, OperationStatus } from '../state-machine/operation.entity';
 import { TRANSITIONAL_STATES, actionOfState } from '../state-machine/instance.machine';
 import { TransitionService } from '../state-machine/transition.service';
-import { InstanceJobData, QueueName } from '../queues/queues';
+import { InstanceJobData, QueueName, isRemnant } from '../queues/queues';
 import { JobDispatcher } from './job-dispatcher';
 
 const BATCH = 100;
@@ -79,19 +79,22 @@ export class StuckSweeper implements OnApplicationBootstrap, OnApplicationShutdo
       .limit(BATCH)
       .getMany();
     let swept = 0;
-    const lost: Operation[] = [];
+    const quietWithoutJob: Instance[] = [];
     for (const instance of candidates) {
       if (instance.operationId && (await this.hasLiveJob(instance.operationId))) continue;
       if (instance.updatedAt.getTime() < stuck) {
         const action = actionOfState(instance.state);
         if (action && (await this.transitions.sweep(instance, action))) swept++;
-        continue;
+      } else if (instance.operationId) {
+        quietWithoutJob.push(instance);
       }
-      const operation = instance.operationId
-        ? await this.operations.findOneBy({ id: instance.operationId })
-        : null;
-      if (operation?.status === OperationStatus.Running) lost.push(operation);
     }
+    const lost = quietWithoutJob.length
+      ? await this.operations.findBy({
+          id: In(quietWithoutJob.map((i) => i.operationId!)),
+          status: OperationStatus.Running,
+        })
+      : [];
     if (swept > 0) this.logger.warn(`Moved ${swept} stuck instance(s) to erred`);
     if (lost.length > 0 && (await this.dispatcher.resend(lost))) {
       this.logger.warn(`Sent again ${lost.length} begun operation(s) whose job Redis lost`);
@@ -99,10 +102,9 @@ export class StuckSweeper implements OnApplicationBootstrap, OnApplicationShutdo
     return swept;
   }
 
-  /** A remnant without a payload (see JobDispatcher.resend) is no job. */
   private async hasLiveJob(jobId: string): Promise<boolean> {
     const job = await this.queue.getJob(jobId);
-    if (!job?.data?.operationId) return false;
+    if (!job || isRemnant(job)) return false;
     return !DEAD_JOB_STATES.has(await job.getState());
   }
 }

@@ -1,4 +1,4 @@
-import type { JobOptions } from 'bull';
+import type { Job, JobOptions } from 'bull';
 import type { AppConfig } from '../config/app-config';
 import type { Action } from '../state-machine/instance.machine';
 
@@ -16,6 +16,15 @@ export interface InstanceJobData {
   instanceId: string;
   /** The request that scheduled it: for the logs. */
   requestId?: string;
+}
+
+/**
+ * A job Provisor added always carries its operation id. What a Redis restarted empty can hold
+ * under a job id without one is the remnant of a command queued during the outage: no job, but
+ * Bull takes the key for one and would not add it again.
+ */
+export function isRemnant(job: Job<Partial<InstanceJobData>>): boolean {
+  return !job.data?.operationId;
 }
 
 /** Default options of instance operation jobs, from config. */

@@ -51,16 +51,23 @@ export async function actOnAll(
   }
 }
 
+/** Every instance a client can see, page by page. */
+async function listAll(client: ApiClient): Promise<InstanceBody[]> {
+  const all: InstanceBody[] = [];
+  for (let offset = 0; ; offset += 500) {
+    const res = await client.get(`/api/instances?limit=500&offset=${offset}`);
+    if (res.status !== 200) throw new Error(`list answered ${res.status}: ${res.text}`);
+    const items = res.body.items as InstanceBody[];
+    all.push(...items);
+    if (items.length < 500) return all;
+  }
+}
+
 /** How many instances, of everyone's, are in each state (a staff client sees all). */
 export async function stateCounts(staff: ApiClient): Promise<Record<string, number>> {
   const counts: Record<string, number> = {};
-  for (let offset = 0; ; offset += 500) {
-    const res = await staff.get(`/api/instances?limit=500&offset=${offset}`);
-    if (res.status !== 200) throw new Error(`list answered ${res.status}: ${res.text}`);
-    const items = res.body.items as InstanceBody[];
-    for (const item of items) counts[item.state] = (counts[item.state] ?? 0) + 1;
-    if (items.length < 500) return counts;
-  }
+  for (const item of await listAll(staff)) counts[item.state] = (counts[item.state] ?? 0) + 1;
+  return counts;
 }
 
 /** Waits until `ids` are all in `state` (`'gone'`: all deleted); says where they are if not. */
@@ -74,21 +81,17 @@ export async function waitForAll(
   const deadline = Date.now() + timeoutMs;
   let seen: Record<string, number> = {};
   while (Date.now() < deadline) {
-    seen = {};
-    let matching = 0;
-    for (let offset = 0; ; offset += 500) {
-      const res = await staff.get(`/api/instances?limit=500&offset=${offset}`).catch(() => null);
-      if (!res || res.status !== 200) break;
-      const items = res.body.items as InstanceBody[];
-      for (const item of items.filter((i) => wanted.has(i.id))) {
-        seen[item.state] = (seen[item.state] ?? 0) + 1;
-        if (item.state === state) matching++;
-      }
-      if (items.length < 500) {
-        const present = Object.values(seen).reduce((a, b) => a + b, 0);
-        if (state === 'gone' ? present === 0 : matching === wanted.size) return;
-        break;
-      }
+    // A process being restarted answers nothing for a moment: look again.
+    const items = await listAll(staff).catch(() => null);
+    if (items) {
+      const mine = items.filter((i) => wanted.has(i.id));
+      seen = {};
+      for (const item of mine) seen[item.state] = (seen[item.state] ?? 0) + 1;
+      const done =
+        state === 'gone'
+          ? mine.length === 0
+          : mine.length === wanted.size && mine.every((i) => i.state === state);
+      if (done) return;
     }
     await new Promise((r) => setTimeout(r, 200));
   }
