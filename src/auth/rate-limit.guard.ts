@@ -3,6 +3,7 @@ import { ThrottlerGuard, ThrottlerModuleOptions } from '@nestjs/throttler';
 import type { Request } from 'express';
 import type { AppConfig } from '../config/app-config';
 import type { Actor } from './actor';
+import { RateLimitStore } from './rate-limit.store';
 
 type AuthenticatedRequest = Request & { actor?: Actor };
 
@@ -32,6 +33,7 @@ export function rateLimitOptions(config: AppConfig): ThrottlerModuleOptions {
   const limit = config.rateLimitPerMinute;
   return {
     throttlers: [{ ttl: 60_000, limit: limit > 0 ? limit : Number.MAX_SAFE_INTEGER }],
+    storage: new RateLimitStore(),
     skipIf: () => limit === 0,
     errorMessage: (_context, detail) =>
       `Too many requests: a token may make ${limit} requests a minute. ` +
