@@ -17,7 +17,7 @@ import { growthStep } from './growth';
 import { Lifecycle } from './lifecycle';
 import { parseOptions, PROJECT_ROOT, usage, UsageError, type BenchOptions } from './options';
 import { evaluateTargets, growthRatios, renderReport, type BenchResults } from './report';
-import { freePort, ServiceProcess } from './service';
+import { freePort, ServiceProcess, startCommandNodeArgs } from './service';
 import { ratio, round } from './stats';
 
 const ADMIN_TOKEN = 'provisor-bench-admin-token';
@@ -73,6 +73,7 @@ function emptyResults(options: BenchOptions): BenchResults {
       overheadActions: options.overheadActions,
       simLatencyMs: 0,
       commitsPerOperation: COMMITS_PER_OPERATION,
+      startNodeArgs: startCommandNodeArgs(),
       serviceNodeArgs: options.nodeArgs,
       fullSize: options.fullSize,
     },

@@ -32,7 +32,9 @@ export interface BenchResults {
     overheadActions: number;
     simLatencyMs: number;
     commitsPerOperation: number;
-    /** Extra node arguments the service ran with (a profiler): figures not comparable then. */
+    /** `npm start`'s node options, which every run uses. */
+    startNodeArgs: string[];
+    /** Extra node options given with --node-args: figures not comparable. */
     serviceNodeArgs: string[];
     fullSize: boolean;
   };
@@ -144,7 +146,8 @@ export function renderReport(r: BenchResults): string {
   );
   out.push(
     `${m.commit ? m.commit.slice(0, 12) : 'no commit'}${m.dirty ? ' (uncommitted changes)' : ''}, ` +
-      `${m.date}, ${m.machine.cpus} x ${m.machine.cpuModel}, Node ${m.node}, ` +
+      `${m.date}, ${m.machine.cpus} x ${m.machine.cpuModel}, ` +
+      `Node ${m.node} ${[...m.startNodeArgs, ...m.serviceNodeArgs].join(' ')}, ` +
       `load ${m.machine.loadAverageAtStart[0].toFixed(2)} -> ${m.machine.loadAverageAtEnd[0].toFixed(2)}, ` +
       `${m.durationSeconds.toFixed(0)} s`,
   );
@@ -158,6 +161,7 @@ export function renderReport(r: BenchResults): string {
           'req/s',
           'p50 ms',
           'p99 ms',
+          'first on conn. max ms',
           'non-2xx',
         ],
         [
@@ -303,6 +307,7 @@ function loadRow(label: string, load: LoadResult): string[] {
     fmt(load.perSecond, 1),
     fmt(load.p50Ms, 2),
     fmt(load.p99Ms, 2),
+    fmt(load.firstOnConnection.maxMs, 2),
     fmt(load.non2xx, 0),
   ];
 }

@@ -3,6 +3,7 @@ import { createWriteStream, readFileSync, type WriteStream } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { BenchError } from './client';
+import { PROJECT_ROOT } from './options';
 
 const SAMPLE_EVERY_MS = 200;
 
@@ -34,7 +35,20 @@ export function freePort(): Promise<number> {
 }
 
 /**
- * The built service as a child process, as operators run it: `node dist/main.js`, configured by
+ * The `node` options of `npm start` (`node <options> dist/main.js`), which the Dockerfile's
+ * command repeats: the bench runs the service as operators do.
+ */
+export function startCommandNodeArgs(): string[] {
+  const pkg = JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as {
+    scripts: Record<string, string>;
+  };
+  const match = /^node((?:\s+--\S+)*)\s+dist\/main\.js$/.exec(pkg.scripts.start ?? '');
+  if (!match) throw new Error(`package.json's start script is not "node [options] dist/main.js"`);
+  return match[1].trim().split(/\s+/).filter(Boolean);
+}
+
+/**
+ * The built service as a child process, as operators run it: `npm start`'s command, configured by
  * environment alone. It runs in a scratch directory so a developer's `.env` cannot change what
  * is measured. Its resident memory and CPU time are sampled from /proc while it runs.
  */
@@ -66,7 +80,7 @@ export class ServiceProcess {
   ) {
     this.baseUrl = `http://127.0.0.1:${port}`;
     this.log = createWriteStream(join(workDir, 'service.log'));
-    this.child = spawn(process.execPath, [...nodeArgs, mainJs], {
+    this.child = spawn(process.execPath, [...startCommandNodeArgs(), ...nodeArgs, mainJs], {
       cwd: workDir,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
