@@ -52,6 +52,7 @@ describe('kill -9 with jobs in flight, then a restart', () => {
     const all = await admin.get('/api/instances?limit=500').expect(200);
     const present = (all.body.items as { id: string; state: string }[]).map((i) => i.id);
     expect(present).toEqual(expect.arrayContaining(ids));
+    await waitForAll(admin, present, 'online');
     expect(await stateCounts(admin)).toEqual({ online: present.length });
     ids = present;
   });

@@ -1,5 +1,5 @@
 import { DataSource } from 'typeorm';
-import { TransactionRunner } from '../src/database/transaction-runner';
+import { EVENT_LOG_LOCK } from '../src/database/transaction-runner';
 import { InstanceEvent } from '../src/state-machine/instance-event.entity';
 import { ApiClient } from './support/api';
 import { startApp, TestApp } from './support/test-app';
@@ -28,7 +28,7 @@ onPostgres('event log order on PostgreSQL', () => {
     // A slow writer: it has stored an event and not committed yet.
     const runner = t.app.get(DataSource).createQueryRunner();
     await runner.startTransaction();
-    await t.app.get(TransactionRunner).lockEventLog(runner.manager);
+    await runner.query('SELECT pg_advisory_xact_lock($1)', [EVENT_LOG_LOCK]);
     await runner.manager.insert(InstanceEvent, {
       type: 'instance.updated',
       instanceId: vm.id,

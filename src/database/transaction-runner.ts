@@ -1,11 +1,14 @@
 import { Injectable } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
-import { Mutex } from 'async-mutex';
-import { DataSource, EntityManager } from 'typeorm';
+import { DataSource, EntityManager, QueryRunner } from 'typeorm';
+import type { BetterSqlite3Driver } from 'typeorm/driver/better-sqlite3/BetterSqlite3Driver';
 import { DateUtils } from 'typeorm/util/DateUtils';
 
-/** Advisory lock key of the event log ("PROV"). */
-const EVENT_LOG_LOCK = 0x50524f56;
+/**
+ * Advisory lock key of the event log ("PROV"): held from storing a transaction's events to its
+ * commit on PostgreSQL, so event ids become visible in the order they were given.
+ */
+export const EVENT_LOG_LOCK = 0x50524f56;
 
 /** The longest run of back-to-back SQLite transactions before the event loop gets a turn. */
 const YIELD_AFTER_MS = 10;
@@ -15,49 +18,139 @@ export enum Lease {
   StuckSweep = 0x50525357, // "PRSW"
 }
 
+/** The most transactions that share one SQLite commit, and the longest a group takes in. */
+const MAX_GROUP = 64;
+const GROUP_MS = 5;
+
+interface Pending<T = unknown> {
+  work: (manager: EntityManager) => Promise<T>;
+  resolve: (value: T) => void;
+  reject: (error: unknown) => void;
+}
+
 /**
- * Runs write transactions. TypeORM's SQLite driver shares ONE connection, so two interleaved
- * transactions on it would nest and corrupt each other: on SQLite every write transaction takes
- * a process-wide mutex. PostgreSQL gets one pooled connection per transaction and needs none.
- * Every write in Provisor goes through here.
+ * Runs write transactions. Every write in Provisor goes through here.
+ *
+ * PostgreSQL gets one pooled connection per transaction.
+ *
+ * TypeORM's SQLite driver shares ONE connection, so transactions there run one at a time, in the
+ * order they were asked for. Those that queue up behind each other share a commit (group
+ * commit): each runs in a savepoint of one database transaction, and none is answered before
+ * that transaction has committed. A transaction that throws is rolled back to its savepoint alone
+ * and its caller gets the error; the others go on. With `synchronous = FULL` the commit's fsync
+ * is most of a small transaction's cost, so under load one fsync serves many transitions, and
+ * every caller still hears of its transaction only once it is durable.
  */
 @Injectable()
 export class TransactionRunner {
-  private readonly sqliteWriteLock: Mutex | null;
+  private readonly queue: Pending[] = [];
+  private draining = false;
   private lastYield = 0;
 
-  constructor(@InjectDataSource() private readonly dataSource: DataSource) {
-    this.sqliteWriteLock = this.isSqlite ? new Mutex() : null;
-  }
+  constructor(@InjectDataSource() private readonly dataSource: DataSource) {}
 
   get isSqlite(): boolean {
     return this.dataSource.options.type === 'better-sqlite3';
   }
 
   run<T>(work: (manager: EntityManager) => Promise<T>): Promise<T> {
-    if (this.sqliteWriteLock) {
-      return this.sqliteWriteLock.runExclusive(async () => {
+    if (!this.isSqlite) return this.dataSource.transaction(work);
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ work, resolve, reject } as Pending);
+      if (!this.draining) void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      while (this.queue.length > 0) {
         // better-sqlite3 answers synchronously, so queued transactions run one after another in
         // a single chain of microtasks, with no socket read or written while it lasts. Once a
-        // chain has run for YIELD_AFTER_MS, the next transaction waits for a turn of the event
-        // loop: requests are answered within milliseconds, not after the whole queue.
+        // chain has run for YIELD_AFTER_MS, the next group waits for a turn of the event loop:
+        // requests are answered within milliseconds, not after the whole queue.
         if (performance.now() - this.lastYield > YIELD_AFTER_MS) {
           await new Promise<void>((resolve) => setImmediate(resolve));
           this.lastYield = performance.now();
         }
-        return this.dataSource.transaction(work);
-      });
+        await this.runGroup();
+      }
+    } finally {
+      this.draining = false;
     }
-    return this.dataSource.transaction(work);
   }
 
   /**
-   * Inside a transaction: waits for, and holds until commit, the event log's lock. Event ids come
-   * from a sequence at insert time but show at commit; taking ids under this lock makes the two
-   * orders agree on PostgreSQL. SQLite's write lock already does.
+   * Runs queued transactions, each in a savepoint, and commits them together. Never throws: every
+   * transaction it takes is answered, and the connection is out of any transaction afterwards.
    */
-  async lockEventLog(manager: EntityManager): Promise<void> {
-    if (!this.isSqlite) await manager.query('SELECT pg_advisory_xact_lock($1)', [EVENT_LOG_LOCK]);
+  private async runGroup(): Promise<void> {
+    const runner = this.dataSource.createQueryRunner();
+    const done: { pending: Pending; value: unknown }[] = [];
+    let current: Pending | null = null;
+    try {
+      this.recover(runner);
+      await runner.startTransaction();
+      // Transactions queued while the group runs join it, for up to GROUP_MS or MAX_GROUP: a
+      // longer group would keep the event loop, and every request waiting on it, too long.
+      const started = performance.now();
+      for (
+        let taken = 0;
+        taken < MAX_GROUP && this.queue.length > 0 && performance.now() - started < GROUP_MS;
+        taken++
+      ) {
+        current = this.queue.shift()!;
+        await runner.startTransaction(); // SAVEPOINT
+        try {
+          const value = await current.work(runner.manager);
+          await runner.commitTransaction(); // RELEASE
+          done.push({ pending: current, value });
+        } catch (error) {
+          if (!this.sqliteConnection().inTransaction) {
+            // SQLite rolled the whole transaction back by itself (disk full, I/O error): what
+            // the group did before is gone too. Those still queued go into the next group.
+            current.reject(error);
+            current = null;
+            throw new GroupAborted(error);
+          }
+          // Undone before its caller hears of it: the caller's next read sees none of it.
+          await runner.rollbackTransaction(); // ROLLBACK TO
+          current.reject(error);
+        }
+        current = null;
+      }
+      await runner.commitTransaction();
+    } catch (error) {
+      const aborted = error instanceof GroupAborted ? error : new GroupAborted(error);
+      current?.reject(aborted);
+      for (const { pending } of done) pending.reject(aborted);
+      this.recover(runner);
+      return;
+    }
+    for (const { pending, value } of done) pending.resolve(value);
+  }
+
+  private sqliteConnection(): { inTransaction: boolean; exec(sql: string): unknown } {
+    return (this.dataSource.driver as BetterSqlite3Driver).databaseConnection as {
+      inTransaction: boolean;
+      exec(sql: string): unknown;
+    };
+  }
+
+  /**
+   * Leaves the shared connection out of any transaction, and the shared runner believing so:
+   * after a failure part-way through a group, or a transaction SQLite ended by itself.
+   */
+  private recover(runner: QueryRunner): void {
+    const connection = this.sqliteConnection();
+    if (connection.inTransaction) {
+      try {
+        connection.exec('ROLLBACK');
+      } catch {
+        // Nothing more to do here; the next group's BEGIN will say what is wrong.
+      }
+    }
+    Object.assign(runner, { isTransactionActive: false, transactionDepth: 0 });
   }
 
   /**
@@ -90,5 +183,22 @@ export class TransactionRunner {
    */
   timeParam(date: Date): Date | string {
     return this.isSqlite ? DateUtils.mixedDateToUtcDatetimeString(date) : date;
+  }
+}
+
+/**
+ * What the other callers of a group get when the group's database transaction is lost (its
+ * COMMIT failed, or SQLite ended it): their work is undone and was not the cause, so they must
+ * not take the cause's error for their own (a unique violation, say). The cause is `cause`.
+ */
+export class GroupAborted extends Error {
+  constructor(cause: unknown) {
+    super(
+      `The write transaction was rolled back with others sharing its commit: ${
+        cause instanceof Error ? cause.message : String(cause)
+      }`,
+      { cause },
+    );
+    this.name = 'GroupAborted';
   }
 }

@@ -1,10 +1,12 @@
 import { Injectable } from '@nestjs/common';
 import { EventEmitter2 } from '@nestjs/event-emitter';
 import { randomUUID } from 'node:crypto';
-import { EntityManager, In } from 'typeorm';
+import { InjectDataSource } from '@nestjs/typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import type { Actor } from '../auth/actor';
 import { DomainError, DomainErrorCode } from '../common/domain-error';
-import { TransactionRunner } from '../database/transaction-runner';
+import { EntityStatements, Where } from '../database/entity-statements';
+import { EVENT_LOG_LOCK, TransactionRunner } from '../database/transaction-runner';
 import { RequestContext } from '../logging/request-context';
 import { INSTANCE_EVENT, OPERATION_SCHEDULED } from './domain-events';
 import { InstanceEvent } from './instance-event.entity';
@@ -41,10 +43,21 @@ export interface OperationResult {
 
 type TransitionKind = InstanceTransition['action'];
 
+/** A count change adds to the owner's tally for the state, or starts it. */
+const ADD_TO_COUNT =
+  'ON CONFLICT (owner_id, state) DO UPDATE SET count = instance_counts.count + excluded.count';
+
 /** What one transaction wrote and must announce once it has committed. */
 class Changes {
+  readonly instanceInserts: Instance[] = [];
+  /** Conditional state changes, each of which must hit its row. */
+  readonly instanceUpdates: { where: Where<Instance>; set: Partial<Instance> }[] = [];
+  readonly transitions: Partial<InstanceTransition>[] = [];
   readonly events: InstanceEvent[] = [];
+  /** New operations (outbox rows). */
   readonly operations: Operation[] = [];
+  /** Status changes of operations, in order; at most one per operation and transaction. */
+  readonly operationUpdates: { where: Where<Operation>; set: Partial<Operation> }[] = [];
   /** Changes to `instance_counts`, by owner and state. */
   readonly counts = new Map<string, { ownerId: string; state: string; delta: number }>();
 
@@ -57,16 +70,30 @@ class Changes {
 }
 
 /**
- * The one writer of `instances.state`. Every change is a conditional update that must hit exactly
- * one row, so of concurrent requests exactly one wins; it is recorded as a transition and a
- * domain event in the same transaction, and the event is emitted after commit.
+ * The one writer of `instances.state`. A change reads the instance's row locked (`FOR UPDATE` on
+ * PostgreSQL; SQLite runs one writer at a time), so of concurrent requests exactly one wins and
+ * the others see its state; the change itself is a conditional update that must hit exactly one
+ * row. It is recorded as a transition and a domain event in the same transaction, and the event
+ * is emitted after commit. What a transaction appends is written at its end, in as few
+ * statements as the database allows (one on PostgreSQL; see `storeChanges`).
  */
 @Injectable()
 export class TransitionService {
+  private readonly instances: EntityStatements<Instance>;
+  private readonly operations: EntityStatements<Operation>;
+  private readonly transitions: EntityStatements<InstanceTransition>;
+  private readonly events: EntityStatements<InstanceEvent>;
+
   constructor(
     private readonly tx: TransactionRunner,
     private readonly emitter: EventEmitter2,
-  ) {}
+    @InjectDataSource() dataSource: DataSource,
+  ) {
+    this.instances = new EntityStatements(dataSource, Instance);
+    this.operations = new EntityStatements(dataSource, Operation);
+    this.transitions = new EntityStatements(dataSource, InstanceTransition);
+    this.events = new EntityStatements(dataSource, InstanceEvent);
+  }
 
   // ---- requests ---------------------------------------------------------------------------
 
@@ -75,7 +102,7 @@ export class TransitionService {
     return this.write(async (em, changes) => {
       const now = new Date();
       const operationId = randomUUID();
-      const instance = em.create(Instance, {
+      const instance: Instance = Object.assign(new Instance(), {
         id: randomUUID(),
         ...input,
         state: spec.scheduled,
@@ -87,9 +114,9 @@ export class TransitionService {
         createdAt: now,
         updatedAt: now,
       });
-      await em.insert(Instance, instance);
-      await this.record(em, changes, instance, null, Action.Provision, 'scheduled', now);
-      await this.enqueue(em, changes, instance.id, operationId, Action.Provision, {}, now);
+      changes.instanceInserts.push(instance);
+      this.record(changes, instance, null, Action.Provision, 'scheduled', now);
+      this.enqueue(changes, instance.id, operationId, Action.Provision, {}, now);
       return instance;
     });
   }
@@ -113,20 +140,18 @@ export class TransitionService {
       const now = new Date();
       const operationId = randomUUID();
       const forced = spec.forcedFromErred && current.state === InstanceState.Erred;
-      const won = await this.compareAndSet(em, id, [current.state], {
+      // The read locked the row: a concurrent request waits, then reads this one's state.
+      this.setState(changes, id, [current.state], {
         state: spec.scheduled,
         errorMessage: '',
         errorTraceback: '',
         operationId,
         updatedAt: now,
       });
-      // Another request changed the state between the read and the update: it won.
-      if (!won) throw await this.conflict(em, id, action, spec.from);
       const instance = { ...current, state: spec.scheduled, errorMessage: '', errorTraceback: '' };
       Object.assign(instance, { operationId, updatedAt: now });
-      await this.record(em, changes, instance, current.state, action, 'scheduled', now);
-      await this.enqueue(
-        em,
+      this.record(changes, instance, current.state, action, 'scheduled', now);
+      this.enqueue(
         changes,
         id,
         operationId,
@@ -145,17 +170,12 @@ export class TransitionService {
     ) as InstancePatch;
     return this.write(async (em, changes) => {
       const current = await this.findVisible(em, id, actor);
-      if (Object.keys(patch).length === 0) {
-        if (!STABLE_STATES.includes(current.state)) throw this.notEditable(current.state);
-        return current;
-      }
+      if (!STABLE_STATES.includes(current.state)) throw this.notEditable(current.state);
+      if (Object.keys(patch).length === 0) return current;
       const now = new Date();
-      const won = await this.compareAndSet(em, id, STABLE_STATES, { ...patch, updatedAt: now });
-      if (!won) {
-        throw this.notEditable((await this.findVisible(em, id, actor)).state);
-      }
+      this.setState(changes, id, [current.state], { ...patch, updatedAt: now });
       const instance = { ...current, ...patch, updatedAt: now };
-      await this.record(em, changes, instance, current.state, 'update', 'instance.updated', now);
+      this.record(changes, instance, current.state, 'update', 'instance.updated', now);
       return instance;
     });
   }
@@ -191,7 +211,7 @@ export class TransitionService {
    */
   async begin(operationId: string): Promise<{ operation: Operation; instance: Instance } | null> {
     return this.write(async (em, changes) => {
-      const operation = await em.findOneBy(Operation, { id: operationId });
+      const operation = await this.operations.findOne(em, { id: operationId });
       if (!operation || isFinished(operation.status)) return null;
       const spec = INSTANCE_MACHINE[operation.action];
       const instance = await this.lockInstance(em, operation.instanceId);
@@ -199,22 +219,21 @@ export class TransitionService {
         instance?.operationId === operation.id &&
         (instance.state === spec.scheduled || instance.state === spec.inProgress);
       if (!instance || !owned) {
-        await this.closeOperation(em, operation, OperationStatus.Abandoned, '');
+        this.closeOperation(changes, operation, OperationStatus.Abandoned, '');
         return null;
       }
       if (instance.state === spec.scheduled) {
         const now = new Date();
-        await this.compareAndSet(em, instance.id, [spec.scheduled], {
+        this.setState(changes, instance.id, [spec.scheduled], {
           state: spec.inProgress,
           updatedAt: now,
         });
-        await em.update(
-          Operation,
-          { id: operation.id },
-          { status: OperationStatus.Running, updatedAt: now },
-        );
+        changes.operationUpdates.push({
+          where: { id: operation.id },
+          set: { status: OperationStatus.Running, updatedAt: now },
+        });
         Object.assign(instance, { state: spec.inProgress, updatedAt: now });
-        await this.record(em, changes, instance, spec.scheduled, operation.action, 'started', now);
+        this.record(changes, instance, spec.scheduled, operation.action, 'started', now);
         operation.status = OperationStatus.Running;
       }
       return { operation, instance };
@@ -224,22 +243,13 @@ export class TransitionService {
   async succeed(operation: Operation, result: OperationResult): Promise<void> {
     const spec = INSTANCE_MACHINE[operation.action];
     await this.write(async (em, changes) => {
-      const instance = await this.ownedInProgress(em, operation);
+      const instance = await this.ownedInProgress(em, changes, operation);
       if (!instance) return;
       const now = new Date();
       if (spec.success.kind === 'removed') {
-        await this.record(
-          em,
-          changes,
-          instance,
-          instance.state,
-          operation.action,
-          'succeeded',
-          now,
-          {
-            state: 'deleted',
-          },
-        );
+        this.record(changes, instance, instance.state, operation.action, 'succeeded', now, {
+          state: 'deleted',
+        });
         await this.remove(em, changes, instance, now);
       } else {
         const state =
@@ -249,9 +259,8 @@ export class TransitionService {
         const set: Partial<Instance> = { state, updatedAt: now, operationId: null };
         if (result.backendId !== undefined) set.backendId = result.backendId;
         if (result.flavor !== undefined) set.flavor = result.flavor;
-        await this.compareAndSet(em, instance.id, [spec.inProgress], set);
-        await this.record(
-          em,
+        this.setState(changes, instance.id, [spec.inProgress], set);
+        this.record(
           changes,
           { ...instance, ...set },
           instance.state,
@@ -260,7 +269,7 @@ export class TransitionService {
           now,
         );
       }
-      await this.closeOperation(em, operation, OperationStatus.Succeeded, '');
+      this.closeOperation(changes, operation, OperationStatus.Succeeded, '');
     });
   }
 
@@ -270,7 +279,7 @@ export class TransitionService {
    */
   async fail(operation: Operation, message: string, traceback: string): Promise<void> {
     await this.write(async (em, changes) => {
-      const instance = await this.ownedInProgress(em, operation, true);
+      const instance = await this.ownedInProgress(em, changes, operation, true);
       if (!instance) return;
       await this.failInstance(em, changes, instance, operation, message, traceback, new Date());
     });
@@ -291,13 +300,13 @@ export class TransitionService {
         return false;
       }
       const operation = fresh.operationId
-        ? await em.findOneBy(Operation, { id: fresh.operationId })
+        ? await this.operations.findOne(em, { id: fresh.operationId })
         : null;
       const message = `${action} has timed out.`;
       if (operation) {
         await this.failInstance(em, changes, fresh, operation, message, '', new Date());
       } else {
-        await this.moveToErred(em, changes, fresh, action, message, '', new Date());
+        this.moveToErred(changes, fresh, action, message, '', new Date());
       }
       return true;
     });
@@ -315,26 +324,25 @@ export class TransitionService {
     now: Date,
   ): Promise<void> {
     if (operation.params.force && INSTANCE_MACHINE[operation.action].success.kind === 'removed') {
-      await this.record(em, changes, instance, instance.state, operation.action, 'failed', now, {
+      this.record(changes, instance, instance.state, operation.action, 'failed', now, {
         state: 'deleted',
         errorMessage: message,
       });
       await this.remove(em, changes, instance, now);
     } else {
-      await this.moveToErred(em, changes, instance, operation.action, message, traceback, now);
+      this.moveToErred(changes, instance, operation.action, message, traceback, now);
     }
-    await this.closeOperation(em, operation, OperationStatus.Failed, message);
+    this.closeOperation(changes, operation, OperationStatus.Failed, message);
   }
 
-  private async moveToErred(
-    em: EntityManager,
+  private moveToErred(
     changes: Changes,
     instance: Instance,
     action: Action,
     message: string,
     traceback: string,
     now: Date,
-  ): Promise<void> {
+  ): void {
     const set = {
       state: InstanceState.Erred,
       errorMessage: message,
@@ -342,8 +350,8 @@ export class TransitionService {
       operationId: null,
       updatedAt: now,
     };
-    await this.compareAndSet(em, instance.id, [instance.state], set);
-    await this.record(em, changes, { ...instance, ...set }, instance.state, action, 'failed', now);
+    this.setState(changes, instance.id, [instance.state], set);
+    this.record(changes, { ...instance, ...set }, instance.state, action, 'failed', now);
   }
 
   private async force(
@@ -365,9 +373,9 @@ export class TransitionService {
         operationId: null,
         updatedAt: now,
       };
-      await this.compareAndSet(em, id, [current.state], set);
+      this.setState(changes, id, [current.state], set);
       const instance = { ...current, ...set };
-      await this.record(em, changes, instance, current.state, kind, 'instance.updated', now);
+      this.record(changes, instance, current.state, kind, 'instance.updated', now);
       return instance;
     });
   }
@@ -376,12 +384,16 @@ export class TransitionService {
     await em.delete(Instance, { id: instance.id });
     changes.count(instance.ownerId, instance.state, -1);
     await em.delete(InstanceTransition, { instanceId: instance.id });
-    this.addEvent(em, changes, instance, 'instance.deleted', 'deleted', '', now);
+    // Its history goes with it, including any this transaction was about to store.
+    const kept = changes.transitions.filter((t) => t.instanceId !== instance.id);
+    changes.transitions.splice(0, changes.transitions.length, ...kept);
+    this.addEvent(changes, instance, 'instance.deleted', 'deleted', '', now);
   }
 
   /** The instance, if this operation still owns it and it is in progress (or, for a failure, scheduled). */
   private async ownedInProgress(
     em: EntityManager,
+    changes: Changes,
     operation: Operation,
     orScheduled = false,
   ): Promise<Instance | null> {
@@ -391,22 +403,21 @@ export class TransitionService {
     if (instance && instance.operationId === operation.id && states.includes(instance.state)) {
       return instance;
     }
-    await this.closeOperation(em, operation, OperationStatus.Abandoned, '');
+    this.closeOperation(changes, operation, OperationStatus.Abandoned, '');
     return null;
   }
 
-  private async closeOperation(
-    em: EntityManager,
+  private closeOperation(
+    changes: Changes,
     operation: Operation,
     status: OperationStatus,
     errorMessage: string,
-  ): Promise<void> {
+  ): void {
     // Only an open operation closes: a second run of a finished job must not rewrite its outcome.
-    await em.update(
-      Operation,
-      { id: operation.id, status: In([OperationStatus.Pending, OperationStatus.Running]) },
-      { status, errorMessage, updatedAt: new Date() },
-    );
+    changes.operationUpdates.push({
+      where: { id: operation.id, status: [OperationStatus.Pending, OperationStatus.Running] },
+      set: { status, errorMessage, updatedAt: new Date() },
+    });
     operation.status = status;
   }
 
@@ -416,32 +427,28 @@ export class TransitionService {
    * turns. SQLite's write lock already serialises every write transaction.
    */
   private lockInstance(em: EntityManager, id: string): Promise<Instance | null> {
-    return em.findOne(Instance, {
-      where: { id },
-      lock: this.tx.isSqlite ? undefined : { mode: 'pessimistic_write' },
-    });
+    return this.instances.findOne(em, { id }, { forUpdate: true });
   }
 
-  private async compareAndSet(
-    em: EntityManager,
+  /**
+   * A change of an instance whose row this transaction has read locked (PostgreSQL) or holds
+   * under SQLite's single writer: stored with the transaction's other writes, still as an update
+   * conditional on the state read, which must hit exactly one row or the transaction fails.
+   */
+  private setState(
+    changes: Changes,
     id: string,
     from: readonly InstanceState[],
     set: Partial<Instance>,
-  ): Promise<boolean> {
-    const result = await em
-      .createQueryBuilder()
-      .update(Instance)
-      .set(set)
-      .where('id = :id', { id })
-      .andWhere('state IN (:...from)', { from })
-      .execute();
-    return result.affected === 1;
+  ): void {
+    changes.instanceUpdates.push({ where: { id, state: from }, set });
   }
 
   private async findVisible(em: EntityManager, id: string, actor: Actor): Promise<Instance> {
-    const instance = await em.findOneBy(
-      Instance,
+    const instance = await this.instances.findOne(
+      em,
       actor.isStaff ? { id } : { id, ownerId: actor.id },
+      { forUpdate: true },
     );
     if (!instance) throw DomainError.notFound('Instance');
     return instance;
@@ -461,27 +468,15 @@ export class TransitionService {
     );
   }
 
-  private async conflict(
-    em: EntityManager,
-    id: string,
-    action: string,
-    from: readonly InstanceState[],
-  ) {
-    const now = await em.findOneBy(Instance, { id });
-    if (!now) return DomainError.notFound('Instance');
-    return this.invalid(action, now.state, from);
-  }
-
-  private async enqueue(
-    em: EntityManager,
+  private enqueue(
     changes: Changes,
     instanceId: string,
     id: string,
     action: Action,
     params: OperationParams,
     now: Date,
-  ): Promise<void> {
-    const operation = em.create(Operation, {
+  ): void {
+    const operation: Operation = Object.assign(new Operation(), {
       id,
       instanceId,
       action,
@@ -493,13 +488,11 @@ export class TransitionService {
       createdAt: now,
       updatedAt: now,
     });
-    await em.insert(Operation, operation);
     changes.operations.push(operation);
   }
 
   /** Appends a transition and its domain event. */
-  private async record(
-    em: EntityManager,
+  private record(
     changes: Changes,
     instance: Instance,
     from: InstanceState | null,
@@ -507,13 +500,13 @@ export class TransitionService {
     phase: 'scheduled' | 'started' | 'succeeded' | 'failed' | 'instance.updated',
     now: Date,
     event: { state?: string; errorMessage?: string } = {},
-  ): Promise<void> {
+  ): void {
     if (!event.state && from !== instance.state) {
       if (from) changes.count(instance.ownerId, from, -1);
       changes.count(instance.ownerId, instance.state, 1);
     }
     if (!event.state) {
-      await em.insert(InstanceTransition, {
+      changes.transitions.push({
         instanceId: instance.id,
         action: kind,
         fromState: from,
@@ -524,7 +517,6 @@ export class TransitionService {
     }
     const type = phase === 'instance.updated' ? phase : `instance.${kind}.${phase}`;
     this.addEvent(
-      em,
       changes,
       instance,
       type,
@@ -535,7 +527,6 @@ export class TransitionService {
   }
 
   private addEvent(
-    em: EntityManager,
     changes: Changes,
     instance: Instance,
     type: string,
@@ -544,7 +535,7 @@ export class TransitionService {
     at: Date,
   ): void {
     changes.events.push(
-      em.create(InstanceEvent, {
+      Object.assign(new InstanceEvent(), {
         type,
         instanceId: instance.id,
         ownerId: instance.ownerId,
@@ -555,18 +546,89 @@ export class TransitionService {
     );
   }
 
-  /** One statement for all of a transaction's count changes (a multi-row upsert). */
-  private async applyCounts(em: EntityManager, changes: Changes): Promise<void> {
-    const rows = [...changes.counts.values()].filter((change) => change.delta !== 0);
-    if (rows.length === 0) return;
-    const values = rows.map((_, i) =>
-      this.tx.isSqlite ? '(?, ?, ?)' : `($${3 * i + 1}, $${3 * i + 2}, $${3 * i + 3})`,
-    );
-    await em.query(
-      `INSERT INTO instance_counts (owner_id, state, count) VALUES ${values.join(', ')} ` +
-        'ON CONFLICT (owner_id, state) DO UPDATE SET count = instance_counts.count + excluded.count',
-      rows.flatMap((row) => [row.ownerId, row.state, row.delta]),
-    );
+  /**
+   * Stores what a transaction changed and appended, last in the transaction: instance rows,
+   * transitions, new operations (outbox rows) and their status changes, events and count changes.
+   * Events go in under the event log's lock, so event ids become visible in the order they were
+   * given: a reader paging with `after` never steps over an id that commits later. The counts
+   * change under the same lock, so concurrent changes of one owner's counts never wait on each
+   * other in opposite orders.
+   */
+  private async storeChanges(em: EntityManager, changes: Changes): Promise<void> {
+    const { instanceInserts, instanceUpdates, transitions, operations, operationUpdates, events } =
+      changes;
+    const counts = [...changes.counts.values()].filter((change) => change.delta !== 0);
+    if (this.tx.isSqlite) {
+      // SQLite's single writer is the lock. One statement each; ids in the order of the rows.
+      await this.instances.insert(em, instanceInserts);
+      for (const { where, set } of instanceUpdates) {
+        if ((await this.instances.update(em, where, set)) !== 1) throw lostUpdate(where);
+      }
+      await this.transitions.insert(em, transitions);
+      await this.operations.insert(em, operations);
+      for (const { where, set } of operationUpdates) await this.operations.update(em, where, set);
+      await this.events.insert(em, events);
+      if (counts.length === 0) return;
+      await em.query(
+        `INSERT INTO instance_counts (owner_id, state, count) VALUES ${counts.map(() => '(?, ?, ?)').join(', ')} ${ADD_TO_COUNT}`,
+        counts.flatMap((row) => [row.ownerId, row.state, row.delta]),
+      );
+      return;
+    }
+    // PostgreSQL: all of it in one round trip, so the lock is held for one statement and the
+    // commit. The events' insert reads from the lock, and the counts' from the events' (`stored`):
+    // both run once the lock is held. Every data-modifying CTE runs whether read or not; the
+    // instance updates return their rows, counted in the answer.
+    const parameters: unknown[] = [EVENT_LOG_LOCK];
+    const ctes: string[] = ['lock AS (SELECT pg_advisory_xact_lock($1))'];
+    const answer: string[] = [];
+    const stored = this.events.unnestInsert(events, parameters, {
+      join: 'lock',
+      returning: 'id',
+    });
+    if (stored) {
+      ctes.push(`stored AS (${stored})`);
+      answer.push('(SELECT array_agg(id ORDER BY id) FROM stored) AS ids');
+    }
+    const instancesSql = this.instances.unnestInsert(instanceInserts, parameters);
+    if (instancesSql) ctes.push(`stored_instances AS (${instancesSql})`);
+    instanceUpdates.forEach(({ where, set }, i) => {
+      const update = this.instances.updateInto(where, set, parameters);
+      ctes.push(`instance_update_${i} AS (${update} RETURNING 1)`);
+      answer.push(`(SELECT count(*) FROM instance_update_${i})::int AS instance_update_${i}`);
+    });
+    const transitionsSql = this.transitions.unnestInsert(transitions, parameters);
+    if (transitionsSql) ctes.push(`stored_transitions AS (${transitionsSql})`);
+    const operationsSql = this.operations.unnestInsert(operations, parameters);
+    if (operationsSql) ctes.push(`stored_operations AS (${operationsSql})`);
+    operationUpdates.forEach(({ where, set }, i) => {
+      ctes.push(`operation_update_${i} AS (${this.operations.updateInto(where, set, parameters)})`);
+    });
+    if (counts.length > 0) {
+      parameters.push(
+        counts.map((c) => c.ownerId),
+        counts.map((c) => c.state),
+        counts.map((c) => c.delta),
+      );
+      const n = parameters.length;
+      ctes.push(
+        `counted AS (INSERT INTO instance_counts (owner_id, state, count) ` +
+          `SELECT c.owner_id, c.state, c.delta FROM ${stored ? '(SELECT count(*) FROM stored) AS done, ' : 'lock, '}` +
+          `unnest($${n - 2}::uuid[], $${n - 1}::varchar[], $${n}::int[]) AS c(owner_id, state, delta) ` +
+          `${ADD_TO_COUNT})`,
+      );
+    }
+    if (ctes.length === 1) return;
+    const [row] = (await em.query(
+      `WITH ${ctes.join(',\n')}\nSELECT ${answer.length > 0 ? answer.join(', ') : '1'}`,
+      parameters,
+    )) as Record<string, unknown>[];
+    instanceUpdates.forEach(({ where }, i) => {
+      if (row[`instance_update_${i}`] !== 1) throw lostUpdate(where);
+    });
+    if (stored) {
+      (row.ids as (number | string)[]).forEach((id, i) => (events[i].id = Number(id)));
+    }
   }
 
   /**
@@ -578,18 +640,21 @@ export class TransitionService {
     const changes = new Changes();
     const result = await this.tx.run(async (em) => {
       const value = await work(em, changes);
-      if (changes.events.length > 0) {
-        await this.tx.lockEventLog(em);
-        // One statement: ids are given in the order of the rows.
-        await em.insert(InstanceEvent, changes.events);
-        // Under the event log's lock, so that concurrent changes of one owner's counts never
-        // wait on each other in opposite orders.
-        await this.applyCounts(em, changes);
-      }
+      await this.storeChanges(em, changes);
       return value;
     });
     for (const event of changes.events) this.emitter.emit(INSTANCE_EVENT, event);
     for (const operation of changes.operations) this.emitter.emit(OPERATION_SCHEDULED, operation);
     return result;
   }
+}
+
+/**
+ * A state change whose row was read under lock missed it: a bug, never a client's doing. The
+ * transaction rolls back.
+ */
+function lostUpdate(where: Where<Instance>): Error {
+  return new Error(
+    `Instance ${String(where.id)} changed under a held lock; transaction rolled back`,
+  );
 }

@@ -1,9 +1,10 @@
 import { Injectable } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { InjectRepository } from '@nestjs/typeorm';
-import { EntityManager, Repository } from 'typeorm';
+import { InjectDataSource } from '@nestjs/typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { AppConfig } from '../../../config/app-config';
+import { EntityStatements } from '../../../database/entity-statements';
 import { TransactionRunner } from '../../../database/transaction-runner';
 import {
   BackendError,
@@ -23,19 +24,23 @@ import { SimVm } from './sim-vm.entity';
  */
 @Injectable()
 export class SimulatedBackend implements CloudBackend {
+  private readonly statements: EntityStatements<SimVm>;
+
   constructor(
     private readonly tx: TransactionRunner,
-    @InjectRepository(SimVm) private readonly vms: Repository<SimVm>,
     private readonly faults: SimFaultsService,
     private readonly config: AppConfig,
-  ) {}
+    @InjectDataSource() private readonly dataSource: DataSource,
+  ) {
+    this.statements = new EntityStatements(dataSource, SimVm);
+  }
 
   async provision(ctx: OperationContext, spec: VmSpec): Promise<{ backendId: string }> {
     await this.prelude(ctx, 'provision');
     return this.tx.run(async (em) => {
       this.stillWanted(ctx, 'provision');
       // One VM per instance: a re-run of provisioning finds the VM it made.
-      const existing = await em.findOneBy(SimVm, { instanceId: ctx.instanceId });
+      const existing = await this.statements.findOne(em, { instanceId: ctx.instanceId });
       if (existing) return { backendId: existing.backendId };
       const now = new Date();
       const vm: SimVm = {
@@ -48,7 +53,7 @@ export class SimulatedBackend implements CloudBackend {
         createdAt: now,
         updatedAt: now,
       };
-      await em.insert(SimVm, vm);
+      await this.statements.insert(em, [vm]);
       return { backendId: vm.backendId };
     });
   }
@@ -96,7 +101,7 @@ export class SimulatedBackend implements CloudBackend {
     await this.prelude(ctx, 'delete');
     await this.tx.run(async (em) => {
       this.stillWanted(ctx, 'delete');
-      const vm = await em.findOneBy(SimVm, { backendId });
+      const vm = await this.statements.findOne(em, { backendId });
       if (!vm || vm.state === 'deleted') return;
       vm.state = 'deleted';
       await this.save(em, vm, ctx, 'delete');
@@ -108,7 +113,7 @@ export class SimulatedBackend implements CloudBackend {
     backendId: string,
   ): Promise<{ state: VmPowerState } | null> {
     await this.prelude(ctx, 'pull');
-    const vm = await this.vms.findOneBy({ backendId });
+    const vm = await this.statements.findOne(this.dataSource.manager, { backendId });
     return vm && vm.state !== 'deleted' ? { state: vm.state } : null;
   }
 
@@ -152,7 +157,7 @@ export class SimulatedBackend implements CloudBackend {
     await this.prelude(ctx, operation);
     await this.tx.run(async (em) => {
       this.stillWanted(ctx, operation);
-      const vm = await em.findOneBy(SimVm, { backendId });
+      const vm = await this.statements.findOne(em, { backendId });
       if (!vm || vm.state === 'deleted') {
         throw new BackendError(
           `simulated backend error: VM ${backendId || '(none)'} does not exist`,
@@ -161,7 +166,7 @@ export class SimulatedBackend implements CloudBackend {
       }
       if (vm.lastOperationId === ctx.operationId) return;
       if (change(vm)) await this.save(em, vm, ctx, operation);
-      else await em.update(SimVm, { backendId }, { lastOperationId: ctx.operationId });
+      else await this.statements.update(em, { backendId }, { lastOperationId: ctx.operationId });
     });
   }
 
@@ -169,6 +174,11 @@ export class SimulatedBackend implements CloudBackend {
     vm.opCounts = { ...vm.opCounts, [operation]: (vm.opCounts[operation] ?? 0) + 1 };
     vm.lastOperationId = ctx.operationId;
     vm.updatedAt = new Date();
-    await em.save(SimVm, vm);
+    const { state, flavor, opCounts, lastOperationId, updatedAt } = vm;
+    await this.statements.update(
+      em,
+      { backendId: vm.backendId },
+      { state, flavor, opCounts, lastOperationId, updatedAt },
+    );
   }
 }

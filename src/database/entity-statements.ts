@@ -1,0 +1,229 @@
+import type { DataSource, EntityManager, EntityTarget, ObjectLiteral } from 'typeorm';
+import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
+import type { EntityMetadata } from 'typeorm/metadata/EntityMetadata';
+
+/** Conditions on columns, all of which must hold; an array value means "one of". */
+export type Where<T> = { [K in keyof T]?: T[K] | readonly T[K][] };
+
+/**
+ * Plain statements on one entity's table for the transition hot path, where TypeORM's query
+ * builders cost more CPU than the statements they build (every transition runs several). The
+ * SQL comes from the entity's TypeORM metadata (table and column names), values go to and come
+ * from the database through TypeORM's driver (`preparePersistentValue` / `prepareHydratedValue`:
+ * times as UTC text on SQLite, JSON columns, ...), so the entity classes stay the one schema.
+ * The SQL of each statement shape is built once; the drivers keep prepared statements by SQL.
+ */
+export class EntityStatements<T extends ObjectLiteral> {
+  private readonly meta: EntityMetadata;
+  private readonly byProperty = new Map<string, ColumnMetadata>();
+  private readonly table: string;
+  private readonly selectList: string;
+  private readonly sqlCache = new Map<string, string>();
+  private readonly postgres: boolean;
+
+  constructor(
+    private readonly dataSource: DataSource,
+    entity: EntityTarget<T>,
+  ) {
+    this.meta = dataSource.getMetadata(entity);
+    this.postgres = dataSource.options.type === 'postgres';
+    for (const column of this.meta.columns) this.byProperty.set(column.propertyName, column);
+    this.table = this.quote(this.meta.tableName);
+    this.selectList = this.meta.columns.map((c) => this.quote(c.databaseName)).join(', ');
+  }
+
+  /** The one row whose columns equal `where`, or null; `forUpdate` locks it on PostgreSQL. */
+  async findOne(
+    em: EntityManager,
+    where: Partial<T>,
+    options: { forUpdate?: boolean } = {},
+  ): Promise<T | null> {
+    const keys = Object.keys(where);
+    const lock = options.forUpdate && this.postgres;
+    const sql = this.sql(`select:${keys.join(',')}:${lock ? 'lock' : ''}`, () => {
+      const conditions = keys.map((key, i) => `${this.column(key)} = ${this.placeholder(i)}`);
+      return (
+        `SELECT ${this.selectList} FROM ${this.table} WHERE ${conditions.join(' AND ')}` +
+        (lock ? ' FOR UPDATE' : '')
+      );
+    });
+    const rows = (await em.query(sql, this.values(where, keys))) as Record<string, unknown>[];
+    return rows.length > 0 ? this.hydrate(rows[0]) : null;
+  }
+
+  /** Inserts the rows in one statement; columns the first row does not set keep their defaults. */
+  async insert(em: EntityManager, rows: readonly Partial<T>[]): Promise<void> {
+    if (rows.length === 0) return;
+    const keys = Object.keys(rows[0]).filter((key) => rows[0][key] !== undefined);
+    const sql = this.sql(`insert:${keys.join(',')}:${rows.length}`, () => {
+      const tuples = rows.map(
+        (_, r) => `(${keys.map((_, k) => this.placeholder(r * keys.length + k)).join(', ')})`,
+      );
+      const columns = keys.map((key) => this.column(key)).join(', ');
+      return `INSERT INTO ${this.table} (${columns}) VALUES ${tuples.join(', ')}`;
+    });
+    await em.query(
+      sql,
+      rows.flatMap((row) => this.values(row, keys)),
+    );
+  }
+
+  /**
+   * Sets `set` on the rows matching `where`, where an array value means "one of"; answers how
+   * many rows changed.
+   */
+  async update(em: EntityManager, where: Where<T>, set: Partial<T>): Promise<number> {
+    const shape = this.updateShape(where, set);
+    const sql = this.sql(`update:${shape.key}`, () => this.updateSql(shape, 0));
+    // The runner of the transaction; outside one, a runner of its own (TypeORM's `em.query`
+    // answers no count of changed rows).
+    const runner = em.queryRunner ?? this.dataSource.createQueryRunner();
+    try {
+      const result = (await runner.query(sql, this.updateValues(shape, where, set), true)) as {
+        affected?: number;
+      };
+      return result.affected ?? 0;
+    } finally {
+      if (!em.queryRunner) await runner.release();
+    }
+  }
+
+  /**
+   * PostgreSQL: the UPDATE of `update`, its values appended to `parameters`, for use inside a
+   * larger statement (a CTE).
+   */
+  updateInto(where: Where<T>, set: Partial<T>, parameters: unknown[]): string {
+    const shape = this.updateShape(where, set);
+    const sql = this.updateSql(shape, parameters.length);
+    parameters.push(...this.updateValues(shape, where, set));
+    return sql;
+  }
+
+  private updateShape(where: Where<T>, set: Partial<T>) {
+    const setKeys = Object.keys(set).filter((key) => set[key] !== undefined);
+    const whereKeys = Object.keys(where);
+    const sizes = whereKeys.map((key) => {
+      const value = where[key] as unknown;
+      return Array.isArray(value) ? value.length : 0;
+    });
+    return {
+      setKeys,
+      whereKeys,
+      sizes,
+      key: `${setKeys.join(',')}:${whereKeys.join(',')}:${sizes}`,
+    };
+  }
+
+  private updateSql(shape: ReturnType<EntityStatements<T>['updateShape']>, offset: number): string {
+    let n = offset;
+    const assignments = shape.setKeys.map(
+      (key) => `${this.column(key)} = ${this.placeholder(n++)}`,
+    );
+    const conditions = shape.whereKeys.map((key, i) => {
+      if (shape.sizes[i] === 0) return `${this.column(key)} = ${this.placeholder(n++)}`;
+      const list = Array.from({ length: shape.sizes[i] }, () => this.placeholder(n++));
+      return `${this.column(key)} IN (${list.join(', ')})`;
+    });
+    return `UPDATE ${this.table} SET ${assignments.join(', ')} WHERE ${conditions.join(' AND ')}`;
+  }
+
+  private updateValues(
+    shape: ReturnType<EntityStatements<T>['updateShape']>,
+    where: Where<T>,
+    set: Partial<T>,
+  ): unknown[] {
+    return [
+      ...this.values(set, shape.setKeys),
+      ...shape.whereKeys.flatMap((key) => {
+        const value = where[key] as unknown;
+        const column = this.byProperty.get(key)!;
+        return Array.isArray(value)
+          ? value.map((v: unknown) => this.persistent(v, column))
+          : [this.persistent(value, column)];
+      }),
+    ];
+  }
+
+  /**
+   * PostgreSQL: an `INSERT ... SELECT FROM unnest(...)` of the rows, one array parameter per
+   * column appended to `parameters`, for use inside a larger statement (a CTE). The rows are
+   * inserted in their order (ids from a sequence follow it). `join` names another FROM item the
+   * insert must wait for, e.g. a CTE that takes a lock. Null when there are no rows.
+   */
+  unnestInsert(
+    rows: readonly Partial<T>[],
+    parameters: unknown[],
+    options: { join?: string; returning?: string } = {},
+  ): string | null {
+    if (rows.length === 0) return null;
+    const keys = Object.keys(rows[0]).filter((key) => rows[0][key] !== undefined);
+    const columns = keys.map((key) => this.column(key));
+    const arrays = keys.map((key) => {
+      const column = this.byProperty.get(key)!;
+      parameters.push(rows.map((row) => this.persistent(row[key], column)));
+      return `$${parameters.length}::${this.arrayType(column)}[]`;
+    });
+    const aliases = keys.map((_, i) => `c${i}`);
+    return (
+      `INSERT INTO ${this.table} (${columns.join(', ')}) ` +
+      `SELECT ${aliases.map((a) => `v.${a}`).join(', ')} ` +
+      `FROM ${options.join ? `${options.join}, ` : ''}unnest(${arrays.join(', ')}) ` +
+      `WITH ORDINALITY AS v(${aliases.join(', ')}, n) ORDER BY v.n` +
+      (options.returning ? ` RETURNING ${options.returning}` : '')
+    );
+  }
+
+  private arrayType(column: ColumnMetadata): string {
+    const type = column.type;
+    if (type === Date || type === 'timestamptz' || type === 'timestamp with time zone') {
+      return 'timestamptz';
+    }
+    if (type === 'uuid') return 'uuid';
+    if (type === Number || type === 'integer' || type === 'int') return 'int';
+    if (type === Boolean || type === 'boolean') return 'boolean';
+    // varchar, text and simple-json (stored as text).
+    return 'text';
+  }
+
+  private hydrate(row: Record<string, unknown>): T {
+    const entity = this.meta.create() as T;
+    for (const column of this.meta.columns) {
+      const value = this.dataSource.driver.prepareHydratedValue(row[column.databaseName], column);
+      column.setEntityValue(entity, value);
+    }
+    return entity;
+  }
+
+  private values(source: Partial<T>, keys: readonly string[]): unknown[] {
+    return keys.map((key) => this.persistent(source[key], this.byProperty.get(key)!));
+  }
+
+  private persistent(value: unknown, column: ColumnMetadata): unknown {
+    const prepared: unknown = this.dataSource.driver.preparePersistentValue(value, column);
+    // better-sqlite3 binds no booleans.
+    return typeof prepared === 'boolean' && !this.postgres ? (prepared ? 1 : 0) : prepared;
+  }
+
+  private column(property: string): string {
+    const column = this.byProperty.get(property);
+    if (!column) throw new Error(`${this.meta.name} has no column for '${property}'`);
+    return this.quote(column.databaseName);
+  }
+
+  private placeholder(index: number): string {
+    return this.postgres ? `$${index + 1}` : '?';
+  }
+
+  private quote(name: string): string {
+    return `"${name}"`;
+  }
+
+  private sql(key: string, build: () => string): string {
+    let sql = this.sqlCache.get(key);
+    if (sql === undefined) {
+      sql = build();
+      this.sqlCache.set(key, sql);
+    }
+    return sql;
+  }
+}

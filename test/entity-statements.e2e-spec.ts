@@ -1,0 +1,211 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { DataSource } from 'typeorm';
+import { dataSourceOptions } from '../src/database/data-source-options';
+import { EntityStatements } from '../src/database/entity-statements';
+import { InstanceEvent } from '../src/state-machine/instance-event.entity';
+import { InstanceTransition } from '../src/state-machine/instance-transition.entity';
+import { Instance } from '../src/state-machine/instance.entity';
+import { InstanceState, Action } from '../src/state-machine/instance.machine';
+import { Operation, OperationStatus } from '../src/state-machine/operation.entity';
+import { createDatabase } from './support/test-app';
+
+/**
+ * The hot path's plain statements must read and write exactly what TypeORM's repositories do:
+ * the same rows, times, nulls and JSON, on the migrated schema. SQLite here, PostgreSQL when
+ * TEST_DATABASE_URL is set.
+ */
+const onPostgres = process.env.TEST_DATABASE_URL?.startsWith('postgres') ? it : it.skip;
+
+describe('EntityStatements against TypeORM', () => {
+  let database: { url: string; drop(): Promise<void> };
+  let dataSource: DataSource;
+  let instances: EntityStatements<Instance>;
+  let operations: EntityStatements<Operation>;
+
+  beforeAll(async () => {
+    database = await createDatabase(randomBytes(5).toString('hex'));
+    const kind = database.url.startsWith('postgres') ? 'postgres' : 'sqlite';
+    dataSource = new DataSource({
+      ...dataSourceOptions({ databaseUrl: database.url, databaseKind: kind }),
+      entities: [Instance, Operation, InstanceTransition, InstanceEvent],
+    });
+    await dataSource.initialize();
+    instances = new EntityStatements(dataSource, Instance);
+    operations = new EntityStatements(dataSource, Operation);
+  });
+  afterAll(async () => {
+    await dataSource.destroy();
+    await database.drop();
+  });
+
+  const instance = (overrides: Partial<Instance> = {}): Instance =>
+    Object.assign(new Instance(), {
+      id: randomUUID(),
+      name: 'vm',
+      description: 'a "quoted" description',
+      flavor: 'small',
+      image: 'debian-12',
+      state: InstanceState.Online,
+      errorMessage: '',
+      errorTraceback: '',
+      backendId: 'sim-1',
+      ownerId: randomUUID(),
+      operationId: null,
+      createdAt: new Date('2026-01-02T03:04:05.678Z'),
+      updatedAt: new Date('2026-06-07T08:09:10.011Z'),
+      ...overrides,
+    });
+
+  it('writes rows that TypeORM reads back unchanged', async () => {
+    const written = instance();
+    await instances.insert(dataSource.manager, [written]);
+    const read = await dataSource.getRepository(Instance).findOneByOrFail({ id: written.id });
+    expect(read).toEqual(written);
+  });
+
+  it('reads rows that TypeORM wrote unchanged, and null for none', async () => {
+    const written = instance({ operationId: randomUUID(), errorMessage: 'boom' });
+    await dataSource.getRepository(Instance).insert(written);
+    expect(await instances.findOne(dataSource.manager, { id: written.id })).toEqual(written);
+    expect(
+      await instances.findOne(dataSource.manager, { id: written.id, ownerId: randomUUID() }),
+    ).toBeNull();
+  });
+
+  it('keeps JSON columns, nulls and several rows in one insert', async () => {
+    const rows = [1, 2].map((n) =>
+      Object.assign(new Operation(), {
+        id: randomUUID(),
+        instanceId: randomUUID(),
+        action: Action.Resize,
+        params: { flavor: `large-${n}`, force: n === 2 },
+        status: OperationStatus.Pending,
+        errorMessage: '',
+        requestId: n === 1 ? null : 'req-2',
+        dispatchAfter: new Date('2026-03-04T05:06:07.089Z'),
+        createdAt: new Date('2026-03-04T05:06:07.089Z'),
+        updatedAt: new Date('2026-03-04T05:06:07.089Z'),
+      }),
+    );
+    await operations.insert(dataSource.manager, rows);
+    for (const row of rows) {
+      expect(await dataSource.getRepository(Operation).findOneByOrFail({ id: row.id })).toEqual(
+        row,
+      );
+      expect(await operations.findOne(dataSource.manager, { id: row.id })).toEqual(row);
+    }
+  });
+
+  it('updates only rows matching every condition, one-of lists included, and counts them', async () => {
+    const vm = instance({ state: InstanceState.Offline });
+    await instances.insert(dataSource.manager, [vm]);
+    const at = new Date('2026-09-10T11:12:13.141Z');
+    const missed = await instances.update(
+      dataSource.manager,
+      { id: vm.id, state: [InstanceState.Online, InstanceState.Erred] },
+      { state: InstanceState.StartingScheduled, updatedAt: at },
+    );
+    expect(missed).toBe(0);
+    const hit = await instances.update(
+      dataSource.manager,
+      { id: vm.id, state: [InstanceState.Offline] },
+      { state: InstanceState.StartingScheduled, updatedAt: at, operationId: null },
+    );
+    expect(hit).toBe(1);
+    expect(await dataSource.getRepository(Instance).findOneByOrFail({ id: vm.id })).toEqual({
+      ...vm,
+      state: InstanceState.StartingScheduled,
+      updatedAt: at,
+    });
+  });
+
+  onPostgres('inserts rows in their order through unnest inside a larger statement', async () => {
+    const transitions = new EntityStatements(dataSource, InstanceTransition);
+    const instanceId = randomUUID();
+    const at = new Date('2026-05-06T07:08:09.010Z');
+    const rows = [
+      InstanceState.Offline,
+      InstanceState.StartingScheduled,
+      InstanceState.Starting,
+    ].map((toState, i) => ({
+      instanceId,
+      action: Action.Start,
+      fromState: i === 0 ? null : InstanceState.Offline,
+      toState,
+      errorMessage: `it's step ${i}`,
+      at,
+    }));
+    const parameters: unknown[] = [];
+    const insert = transitions.unnestInsert(rows, parameters, { returning: 'id' });
+    const ids = (await dataSource.query(
+      `WITH stored AS (${insert}) SELECT id FROM stored ORDER BY id`,
+      parameters,
+    )) as { id: number }[];
+    expect(ids).toHaveLength(3);
+    const read = await dataSource
+      .getRepository(InstanceTransition)
+      .find({ where: { instanceId }, order: { id: 'ASC' } });
+    expect(read.map(({ id: _id, ...row }) => row)).toEqual(rows);
+    expect(read.map((row) => row.id)).toEqual(ids.map((row) => Number(row.id)));
+    expect(transitions.unnestInsert([], [])).toBeNull();
+  });
+
+  onPostgres('updates inside a larger statement, with the same conditions', async () => {
+    const vm = instance({ state: InstanceState.Offline });
+    await instances.insert(dataSource.manager, [vm]);
+    const at = new Date('2026-10-11T12:13:14.151Z');
+    const parameters: unknown[] = ['unrelated'];
+    const missed = instances.updateInto(
+      { id: vm.id, state: [InstanceState.Online] },
+      { state: InstanceState.Erred },
+      parameters,
+    );
+    const hit = instances.updateInto(
+      { id: vm.id, state: [InstanceState.Offline, InstanceState.Erred] },
+      { state: InstanceState.StartingScheduled, updatedAt: at },
+      parameters,
+    );
+    const [counts] = (await dataSource.query(
+      `WITH missed AS (${missed} RETURNING 1), hit AS (${hit} RETURNING 1)
+       SELECT $1::text AS first, (SELECT count(*) FROM missed)::int AS missed,
+         (SELECT count(*) FROM hit)::int AS hit`,
+      parameters,
+    )) as { first: string; missed: number; hit: number }[];
+    expect(counts).toEqual({ first: 'unrelated', missed: 0, hit: 1 });
+    expect(await instances.findOne(dataSource.manager, { id: vm.id })).toEqual({
+      ...vm,
+      state: InstanceState.StartingScheduled,
+      updatedAt: at,
+    });
+  });
+
+  onPostgres('locks the row it reads for update until the transaction ends', async () => {
+    const vm = instance();
+    await instances.insert(dataSource.manager, [vm]);
+    const other = dataSource.createQueryRunner();
+    await other.connect();
+    try {
+      await dataSource.transaction(async (em) => {
+        await instances.findOne(em, { id: vm.id }, { forUpdate: true });
+        await expect(
+          other.query('SELECT id FROM instances WHERE id = $1 FOR UPDATE NOWAIT', [vm.id]),
+        ).rejects.toThrow(/could not obtain lock/);
+      });
+      // Free again once that transaction is over.
+      expect(
+        await other.query('SELECT id FROM instances WHERE id = $1 FOR UPDATE NOWAIT', [vm.id]),
+      ).toEqual([{ id: vm.id }]);
+    } finally {
+      await other.release();
+    }
+  });
+
+  it('reads for update inside a transaction', async () => {
+    const vm = instance();
+    await instances.insert(dataSource.manager, [vm]);
+    const locked = await dataSource.transaction((em) =>
+      instances.findOne(em, { id: vm.id }, { forUpdate: true }),
+    );
+    expect(locked).toEqual(vm);
+  });
+});
