@@ -8,6 +8,7 @@ import {
 import { OnEvent } from '@nestjs/event-emitter';
 import type { Queue } from 'bull';
 import type Redis from 'ioredis';
+import { randomUUID } from 'node:crypto';
 import { AppConfig } from '../config/app-config';
 import { QueueName } from '../queues/queues';
 import { INSTANCE_EVENT } from '../state-machine/domain-events';
@@ -27,6 +28,9 @@ export class EventStreamHub implements BeforeApplicationShutdown, OnApplicationS
   private readonly streams = new Set<() => void>();
   private subscriber?: Redis;
   private readonly channel: string;
+  /** Says which process a wake-up on the channel came from. */
+  private readonly origin = randomUUID();
+  private wakePending = false;
 
   constructor(
     @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue,
@@ -57,12 +61,21 @@ export class EventStreamHub implements BeforeApplicationShutdown, OnApplicationS
     for (const end of [...this.streams]) end();
   }
 
+  /**
+   * Events come in bursts (a commit shared by many transitions): the streams are woken, and the
+   * other processes told, once per burst, on the next turn of the event loop.
+   */
   @OnEvent(INSTANCE_EVENT)
   onEvent(): void {
-    this.wakeAll();
-    if (this.queue.client.status === 'ready') {
-      this.queue.client.publish(this.channel, '1').catch(() => undefined);
-    }
+    if (this.wakePending) return;
+    this.wakePending = true;
+    setImmediate(() => {
+      this.wakePending = false;
+      this.wakeAll();
+      if (this.queue.client.status === 'ready') {
+        this.queue.client.publish(this.channel, this.origin).catch(() => undefined);
+      }
+    });
   }
 
   onApplicationShutdown(): void {
@@ -78,7 +91,10 @@ export class EventStreamHub implements BeforeApplicationShutdown, OnApplicationS
     if (this.subscriber) return;
     const subscriber = this.queue.client.duplicate();
     this.subscriber = subscriber;
-    subscriber.on('message', () => this.wakeAll());
+    // This process's own bursts have woken its streams already.
+    subscriber.on('message', (_channel: string, origin: string) => {
+      if (origin !== this.origin) this.wakeAll();
+    });
     subscriber.on('error', () => undefined);
     subscriber.subscribe(this.channel).catch((error: Error) => {
       this.logger.warn(`Event stream pub/sub unavailable, polling only: ${error.message}`);

@@ -21,6 +21,8 @@ export class JobDispatcher implements OnModuleInit {
   /** A hand-over was skipped or failed since the relay last asked. */
   private missed = false;
   private connected = true;
+  /** Rows committed since the last hand-over was sent. */
+  private scheduled: Operation[] = [];
 
   constructor(
     @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue<InstanceJobData>,
@@ -28,13 +30,20 @@ export class JobDispatcher implements OnModuleInit {
   ) {}
 
   /**
-   * Right after commit the request path hands the new row over without waiting for it. While
-   * Redis is down nothing is sent (Bull would hold the command until Redis returns); the row
-   * stays pending and the relay sends it later.
+   * Right after commit the request path hands the new row over without waiting for it. Rows
+   * committed together (one commit serves many requests on SQLite) go to Redis together, in one
+   * `addBulk` on the next turn of the event loop. While Redis is down nothing is sent (Bull would
+   * hold the command until Redis returns); the rows stay pending and the relay sends them later.
    */
   @OnEvent(OPERATION_SCHEDULED)
   onScheduled(operation: Operation): void {
-    void this.dispatch([operation]);
+    this.scheduled.push(operation);
+    if (this.scheduled.length > 1) return;
+    setImmediate(() => {
+      const operations = this.scheduled;
+      this.scheduled = [];
+      void this.dispatch(operations);
+    });
   }
 
   /** Says when the queue's Redis connection is lost and when it is back, once each time. */
