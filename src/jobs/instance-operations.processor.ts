@@ -23,6 +23,11 @@ import type { Operation } from '../state-machine/operation.entity';
 import { OperationResult, TransitionService } from '../state-machine/transition.service';
 import { InstanceJobData, JOB_FINISHED, JobFinishedSignal, QueueName } from '../queues/queues';
 
+/** Bull rejects some promises with no reason at all (a connection that ended without an error). */
+function reasonOf(error: unknown): string {
+  return error instanceof Error ? error.message : `${String(error)} (no reason given)`;
+}
+
 /** A failure that must not be retried: the instance is already `erred`, or must become so. */
 class PermanentFailure extends Error {}
 
@@ -53,6 +58,8 @@ export class InstanceOperationsProcessor
   /** Jobs this process is running, by job id. */
   private readonly running = new Map<string, AbortController>();
   private stopping = false;
+  /** Bull's naming of the worker's connection, under way from the start of processing. */
+  private workerNamed: Promise<unknown> = Promise.resolve();
 
   constructor(
     @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue<InstanceJobData>,
@@ -64,18 +71,41 @@ export class InstanceOperationsProcessor
 
   onApplicationBootstrap(): void {
     if (!this.config.runsWorkers) return;
+    this.keepWorkerNaming();
     this.queue
       .process('*', this.config.workerConcurrency, (job: Job<InstanceJobData>) => this.process(job))
-      .catch((error: Error) => this.logger.error(`Worker stopped: ${error.message}`));
+      .catch((error: unknown) => {
+        // A stop before the worker was up ends its start with Redis closed: nothing to report.
+        if (!this.stopping) this.logger.error(`Worker stopped: ${reasonOf(error)}`);
+      });
     // A job whose worker died more often than Bull allows fails without reaching the handler.
     this.queue.on('failed', (job: Job<InstanceJobData>, error: Error) => {
       if (/stalled more than allowable limit/i.test(error.message)) void this.failStalled(job);
     });
   }
 
+  /**
+   * `process()` names the worker's blocking Redis connection (`CLIENT SETNAME`), which connects
+   * it, and drops the promise. A stop while that command waits (a process stopped just after it
+   * started) would reject it unhandled, which crashes the process on its way out, or let the
+   * connection open after Bull has closed it, which keeps the process from exiting. So the
+   * promise is kept, and a stop waits for it before closing. The name only labels the connection
+   * in `CLIENT LIST`: a failure to set it is logged and nothing more.
+   */
+  private keepWorkerNaming(): void {
+    const setWorkerName = this.queue.setWorkerName.bind(this.queue);
+    this.queue.setWorkerName = () =>
+      (this.workerNamed = setWorkerName().catch((error: unknown) => {
+        if (!this.stopping) {
+          this.logger.warn(`Could not name the worker's Redis connection: ${reasonOf(error)}`);
+        }
+      }));
+  }
+
   async beforeApplicationShutdown(): Promise<void> {
     this.stopping = true;
     if (!this.config.runsWorkers) return;
+    await withTimeout(this.workerNamed, 1_000, 'Starting the worker').catch(() => undefined);
     // A local pause: this process takes no new job; others go on. Bull needs Redis for it.
     await withTimeout(this.queue.pause(true, true), 1_000, 'Pausing the worker').catch(
       () => undefined,
