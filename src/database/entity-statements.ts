@@ -74,7 +74,7 @@ export class EntityStatements<T extends ObjectLiteral> {
    */
   async update(em: EntityManager, where: Where<T>, set: Partial<T>): Promise<number> {
     const shape = this.updateShape(where, set);
-    const sql = this.sql(`update:${shape.key}`, () => this.updateSql(shape, 0));
+    const sql = this.updateSql(shape, 0);
     // The runner of the transaction; outside one, a runner of its own (TypeORM's `em.query`
     // answers no count of changed rows).
     const runner = em.queryRunner ?? this.dataSource.createQueryRunner();
@@ -114,17 +114,20 @@ export class EntityStatements<T extends ObjectLiteral> {
     };
   }
 
+  /** The UPDATE of a shape, its placeholders numbered from `offset` (PostgreSQL). */
   private updateSql(shape: ReturnType<EntityStatements<T>['updateShape']>, offset: number): string {
-    let n = offset;
-    const assignments = shape.setKeys.map(
-      (key) => `${this.column(key)} = ${this.placeholder(n++)}`,
-    );
-    const conditions = shape.whereKeys.map((key, i) => {
-      if (shape.sizes[i] === 0) return `${this.column(key)} = ${this.placeholder(n++)}`;
-      const list = Array.from({ length: shape.sizes[i] }, () => this.placeholder(n++));
-      return `${this.column(key)} IN (${list.join(', ')})`;
+    return this.sql(`update:${shape.key}:${offset}`, () => {
+      let n = offset;
+      const assignments = shape.setKeys.map(
+        (key) => `${this.column(key)} = ${this.placeholder(n++)}`,
+      );
+      const conditions = shape.whereKeys.map((key, i) => {
+        if (shape.sizes[i] === 0) return `${this.column(key)} = ${this.placeholder(n++)}`;
+        const list = Array.from({ length: shape.sizes[i] }, () => this.placeholder(n++));
+        return `${this.column(key)} IN (${list.join(', ')})`;
+      });
+      return `UPDATE ${this.table} SET ${assignments.join(', ')} WHERE ${conditions.join(' AND ')}`;
     });
-    return `UPDATE ${this.table} SET ${assignments.join(', ')} WHERE ${conditions.join(' AND ')}`;
   }
 
   private updateValues(
@@ -157,20 +160,25 @@ export class EntityStatements<T extends ObjectLiteral> {
   ): string | null {
     if (rows.length === 0) return null;
     const keys = Object.keys(rows[0]).filter((key) => rows[0][key] !== undefined);
-    const columns = keys.map((key) => this.column(key));
-    const arrays = keys.map((key) => {
+    const offset = parameters.length;
+    for (const key of keys) {
       const column = this.byProperty.get(key)!;
       parameters.push(rows.map((row) => this.persistent(row[key], column)));
-      return `$${parameters.length}::${this.arrayType(column)}[]`;
+    }
+    const { join = '', returning = '' } = options;
+    return this.sql(`unnest:${keys.join(',')}:${offset}:${join}:${returning}`, () => {
+      const arrays = keys.map(
+        (key, i) => `$${offset + i + 1}::${this.arrayType(this.byProperty.get(key)!)}[]`,
+      );
+      const aliases = keys.map((_, i) => `c${i}`);
+      return (
+        `INSERT INTO ${this.table} (${keys.map((key) => this.column(key)).join(', ')}) ` +
+        `SELECT ${aliases.map((a) => `v.${a}`).join(', ')} ` +
+        `FROM ${join ? `${join}, ` : ''}unnest(${arrays.join(', ')}) ` +
+        `WITH ORDINALITY AS v(${aliases.join(', ')}, n) ORDER BY v.n` +
+        (returning ? ` RETURNING ${returning}` : '')
+      );
     });
-    const aliases = keys.map((_, i) => `c${i}`);
-    return (
-      `INSERT INTO ${this.table} (${columns.join(', ')}) ` +
-      `SELECT ${aliases.map((a) => `v.${a}`).join(', ')} ` +
-      `FROM ${options.join ? `${options.join}, ` : ''}unnest(${arrays.join(', ')}) ` +
-      `WITH ORDINALITY AS v(${aliases.join(', ')}, n) ORDER BY v.n` +
-      (options.returning ? ` RETURNING ${options.returning}` : '')
-    );
   }
 
   private arrayType(column: ColumnMetadata): string {

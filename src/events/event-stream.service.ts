@@ -9,6 +9,7 @@ import { OnEvent } from '@nestjs/event-emitter';
 import type { Queue } from 'bull';
 import type Redis from 'ioredis';
 import { randomUUID } from 'node:crypto';
+import { TurnBatch } from '../common/turn-batch';
 import { AppConfig } from '../config/app-config';
 import { QueueName } from '../queues/queues';
 import { INSTANCE_EVENT } from '../state-machine/domain-events';
@@ -30,7 +31,12 @@ export class EventStreamHub implements BeforeApplicationShutdown, OnApplicationS
   private readonly channel: string;
   /** Says which process a wake-up on the channel came from. */
   private readonly origin = randomUUID();
-  private wakePending = false;
+  private readonly wakes = new TurnBatch<void>(() => {
+    this.wakeAll();
+    if (this.queue.client.status === 'ready') {
+      this.queue.client.publish(this.channel, this.origin).catch(() => undefined);
+    }
+  });
 
   constructor(
     @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue,
@@ -67,15 +73,7 @@ export class EventStreamHub implements BeforeApplicationShutdown, OnApplicationS
    */
   @OnEvent(INSTANCE_EVENT)
   onEvent(): void {
-    if (this.wakePending) return;
-    this.wakePending = true;
-    setImmediate(() => {
-      this.wakePending = false;
-      this.wakeAll();
-      if (this.queue.client.status === 'ready') {
-        this.queue.client.publish(this.channel, this.origin).catch(() => undefined);
-      }
-    });
+    this.wakes.add();
   }
 
   onApplicationShutdown(): void {

@@ -3,6 +3,7 @@ import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import { OnEvent } from '@nestjs/event-emitter';
 import type { Queue } from 'bull';
 import { AppConfig } from '../config/app-config';
+import { TurnBatch } from '../common/turn-batch';
 import { withTimeout } from '../common/with-timeout';
 import { OPERATION_SCHEDULED } from '../state-machine/domain-events';
 import type { Operation } from '../state-machine/operation.entity';
@@ -21,8 +22,10 @@ export class JobDispatcher implements OnModuleInit {
   /** A hand-over was skipped or failed since the relay last asked. */
   private missed = false;
   private connected = true;
-  /** Rows committed since the last hand-over was sent. */
-  private scheduled: Operation[] = [];
+  /** Rows committed during this turn of the event loop, handed over on the next. */
+  private readonly scheduled = new TurnBatch<Operation>((operations) => {
+    void this.dispatch(operations);
+  });
 
   constructor(
     @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue<InstanceJobData>,
@@ -37,13 +40,7 @@ export class JobDispatcher implements OnModuleInit {
    */
   @OnEvent(OPERATION_SCHEDULED)
   onScheduled(operation: Operation): void {
-    this.scheduled.push(operation);
-    if (this.scheduled.length > 1) return;
-    setImmediate(() => {
-      const operations = this.scheduled;
-      this.scheduled = [];
-      void this.dispatch(operations);
-    });
+    this.scheduled.add(operation);
   }
 
   /** Says when the queue's Redis connection is lost and when it is back, once each time. */

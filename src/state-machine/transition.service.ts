@@ -631,11 +631,7 @@ export class TransitionService {
     }
   }
 
-  /**
-   * Runs a write transaction, then announces what it wrote. Its events are stored last, under the
-   * event log's lock, so event ids become visible in the order they were given: a reader paging
-   * with `after` never steps over an id that commits later.
-   */
+  /** Runs a write transaction, stores what it appended (`storeChanges`), then announces it. */
   private async write<T>(work: (em: EntityManager, changes: Changes) => Promise<T>): Promise<T> {
     const changes = new Changes();
     const result = await this.tx.run(async (em) => {
