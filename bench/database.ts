@@ -92,6 +92,7 @@ export class SqliteBenchDatabase implements BenchDatabase {
       this.db.pragma('synchronous = FULL');
       this.db.pragma('busy_timeout = 5000');
       this.db.pragma('foreign_keys = ON');
+      this.db.pragma('temp_store = MEMORY');
     }
     return this.db;
   }

@@ -34,6 +34,11 @@ export function dataSourceOptions(
       db.pragma('synchronous = FULL');
       db.pragma('busy_timeout = 5000');
       db.pragma('foreign_keys = ON');
+      // A transition's writes run in a savepoint of the group's transaction (TransactionRunner),
+      // and SQLite keeps a savepoint's undo copy of each page it changes in a statement journal.
+      // On disk that is a temp file opened, written and deleted per transaction; in memory it is
+      // a few pages. It is never part of what a commit makes durable.
+      db.pragma('temp_store = MEMORY');
     },
   };
 }

@@ -1,0 +1,35 @@
+import { randomBytes } from 'node:crypto';
+import { DataSource } from 'typeorm';
+import { dataSourceOptions } from '../src/database/data-source-options';
+import { createDatabase } from './support/test-app';
+
+/**
+ * The SQLite connection's settings are part of Provisor's promise: a transition that answered
+ * `202` survives a power cut (WAL, fsync at every commit), and foreign keys hold. Savepoints'
+ * undo pages stay in memory: no temp file per transaction.
+ */
+const onSqlite = process.env.TEST_DATABASE_URL?.startsWith('postgres') ? it.skip : it;
+
+describe('SQLite connection settings', () => {
+  onSqlite(
+    'is durable at every commit, checks foreign keys and journals savepoints in memory',
+    async () => {
+      const database = await createDatabase(randomBytes(5).toString('hex'));
+      const dataSource = new DataSource(
+        dataSourceOptions({ databaseUrl: database.url, databaseKind: 'sqlite' }),
+      );
+      await dataSource.initialize();
+      try {
+        const pragma = async (name: string): Promise<unknown> =>
+          Object.values(((await dataSource.query(`PRAGMA ${name}`)) as object[])[0])[0];
+        expect(await pragma('journal_mode')).toBe('wal');
+        expect(await pragma('synchronous')).toBe(2); // FULL
+        expect(await pragma('foreign_keys')).toBe(1);
+        expect(await pragma('temp_store')).toBe(2); // MEMORY
+      } finally {
+        await dataSource.destroy();
+        await database.drop();
+      }
+    },
+  );
+});
