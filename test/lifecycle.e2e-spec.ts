@@ -30,6 +30,21 @@ describe('instance lifecycle', () => {
     expect(online.backend_id).toMatch(/^sim-/);
   });
 
+  it('gives instances time-ordered UUIDs (version 7): later instances have larger ids', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      ids.push(
+        (await alice.post('/api/instances', { name: `ordered-${i}`, flavor: 'small' }).expect(202))
+          .body.id,
+      );
+    }
+    for (const id of ids)
+      expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    // Version 7 orders by the millisecond and, within one, by a counter: in order either way.
+    expect([...ids].sort()).toEqual(ids);
+    await Promise.all(ids.map((id) => alice.waitForState(id, 'online')));
+  });
+
   it('walks stop, start, restart, resize, pull and delete to their targets', async () => {
     const vm = await alice.online();
     expect((await alice.action(vm.id, 'stop')).state).toBe('stopping_scheduled');

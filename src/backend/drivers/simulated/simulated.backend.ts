@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { randomUUID } from 'node:crypto';
+import { v7 as uuidv7 } from 'uuid';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { DataSource, EntityManager } from 'typeorm';
@@ -44,7 +44,7 @@ export class SimulatedBackend implements CloudBackend {
       if (existing) return { backendId: existing.backendId };
       const now = new Date();
       const vm: SimVm = {
-        backendId: `sim-${randomUUID()}`,
+        backendId: `sim-${uuidv7()}`,
         instanceId: ctx.instanceId,
         ...spec,
         state: 'online',
