@@ -119,6 +119,48 @@ describe('EntityStatements against TypeORM', () => {
     });
   });
 
+  it('deletes only rows matching every condition, times included, and counts them', async () => {
+    const vm = instance({ state: InstanceState.Offline });
+    const other = instance({ state: InstanceState.Offline });
+    await instances.insert(dataSource.manager, [vm, other]);
+    const stale = new Date(vm.updatedAt.getTime() - 1);
+    expect(
+      await instances.delete(dataSource.manager, {
+        id: vm.id,
+        state: [InstanceState.Offline],
+        updatedAt: stale,
+      }),
+    ).toBe(0);
+    expect(
+      await instances.delete(dataSource.manager, {
+        id: vm.id,
+        state: [InstanceState.Online, InstanceState.Offline],
+        updatedAt: vm.updatedAt,
+      }),
+    ).toBe(1);
+    expect(await instances.findOne(dataSource.manager, { id: vm.id })).toBeNull();
+    expect(await instances.findOne(dataSource.manager, { id: other.id })).toEqual(other);
+  });
+
+  onPostgres('deletes inside a larger statement, with the same conditions', async () => {
+    const vm = instance({ state: InstanceState.Erred });
+    await instances.insert(dataSource.manager, [vm]);
+    const parameters: unknown[] = ['unrelated'];
+    const missed = instances.deleteInto({ id: vm.id, state: [InstanceState.Online] }, parameters);
+    const hit = instances.deleteInto(
+      { id: vm.id, state: [InstanceState.Erred], updatedAt: vm.updatedAt },
+      parameters,
+    );
+    const [counts] = (await dataSource.query(
+      `WITH missed AS (${missed} RETURNING 1), hit AS (${hit} RETURNING 1)
+       SELECT $1::text AS first, (SELECT count(*) FROM missed)::int AS missed,
+         (SELECT count(*) FROM hit)::int AS hit`,
+      parameters,
+    )) as { first: string; missed: number; hit: number }[];
+    expect(counts).toEqual({ first: 'unrelated', missed: 0, hit: 1 });
+    expect(await instances.findOne(dataSource.manager, { id: vm.id })).toBeNull();
+  });
+
   onPostgres('inserts rows in their order through unnest inside a larger statement', async () => {
     const transitions = new EntityStatements(dataSource, InstanceTransition);
     const instanceId = randomUUID();

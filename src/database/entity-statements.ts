@@ -74,14 +74,22 @@ export class EntityStatements<T extends ObjectLiteral> {
    */
   async update(em: EntityManager, where: Where<T>, set: Partial<T>): Promise<number> {
     const shape = this.updateShape(where, set);
-    const sql = this.updateSql(shape, 0);
+    return this.affected(em, this.updateSql(shape, 0), this.updateValues(shape, where, set));
+  }
+
+  /** Deletes the rows matching `where` (an array value means "one of"); answers how many. */
+  async delete(em: EntityManager, where: Where<T>): Promise<number> {
+    const shape = this.updateShape(where, {});
+    return this.affected(em, this.deleteSql(shape, 0), this.updateValues(shape, where, {}));
+  }
+
+  /** Runs a statement and answers how many rows it changed. */
+  private async affected(em: EntityManager, sql: string, values: unknown[]): Promise<number> {
     // The runner of the transaction; outside one, a runner of its own (TypeORM's `em.query`
     // answers no count of changed rows).
     const runner = em.queryRunner ?? this.dataSource.createQueryRunner();
     try {
-      const result = (await runner.query(sql, this.updateValues(shape, where, set), true)) as {
-        affected?: number;
-      };
+      const result = (await runner.query(sql, values, true)) as { affected?: number };
       return result.affected ?? 0;
     } finally {
       if (!em.queryRunner) await runner.release();
@@ -96,6 +104,14 @@ export class EntityStatements<T extends ObjectLiteral> {
     const shape = this.updateShape(where, set);
     const sql = this.updateSql(shape, parameters.length);
     parameters.push(...this.updateValues(shape, where, set));
+    return sql;
+  }
+
+  /** PostgreSQL: the DELETE of `delete`, its values appended to `parameters`, for a CTE. */
+  deleteInto(where: Where<T>, parameters: unknown[]): string {
+    const shape = this.updateShape(where, {});
+    const sql = this.deleteSql(shape, parameters.length);
+    parameters.push(...this.updateValues(shape, where, {}));
     return sql;
   }
 
@@ -117,17 +133,34 @@ export class EntityStatements<T extends ObjectLiteral> {
   /** The UPDATE of a shape, its placeholders numbered from `offset` (PostgreSQL). */
   private updateSql(shape: ReturnType<EntityStatements<T>['updateShape']>, offset: number): string {
     return this.sql(`update:${shape.key}:${offset}`, () => {
-      let n = offset;
       const assignments = shape.setKeys.map(
-        (key) => `${this.column(key)} = ${this.placeholder(n++)}`,
+        (key, i) => `${this.column(key)} = ${this.placeholder(offset + i)}`,
       );
-      const conditions = shape.whereKeys.map((key, i) => {
+      const conditions = this.conditions(shape, offset + shape.setKeys.length);
+      return `UPDATE ${this.table} SET ${assignments.join(', ')} WHERE ${conditions}`;
+    });
+  }
+
+  /** The DELETE of a shape (no SET keys), its placeholders numbered from `offset`. */
+  private deleteSql(shape: ReturnType<EntityStatements<T>['updateShape']>, offset: number): string {
+    return this.sql(`delete:${shape.key}:${offset}`, () => {
+      return `DELETE FROM ${this.table} WHERE ${this.conditions(shape, offset)}`;
+    });
+  }
+
+  /** A shape's WHERE conditions, placeholders numbered from `offset`. */
+  private conditions(
+    shape: ReturnType<EntityStatements<T>['updateShape']>,
+    offset: number,
+  ): string {
+    let n = offset;
+    return shape.whereKeys
+      .map((key, i) => {
         if (shape.sizes[i] === 0) return `${this.column(key)} = ${this.placeholder(n++)}`;
         const list = Array.from({ length: shape.sizes[i] }, () => this.placeholder(n++));
         return `${this.column(key)} IN (${list.join(', ')})`;
-      });
-      return `UPDATE ${this.table} SET ${assignments.join(', ')} WHERE ${conditions.join(' AND ')}`;
-    });
+      })
+      .join(' AND ');
   }
 
   private updateValues(

@@ -43,6 +43,9 @@ export interface OperationResult {
 
 type TransitionKind = InstanceTransition['action'];
 
+/** PostgreSQL: unlocked tries of a write before it takes locks (see `write`). */
+const UNLOCKED_ATTEMPTS = 3;
+
 /** A count change adds to the owner's tally for the state, or starts it. */
 const ADD_TO_COUNT =
   'ON CONFLICT (owner_id, state) DO UPDATE SET count = instance_counts.count + excluded.count';
@@ -52,6 +55,10 @@ class Changes {
   readonly instanceInserts: Instance[] = [];
   /** Conditional state changes, each of which must hit its row. */
   readonly instanceUpdates: { where: Where<Instance>; set: Partial<Instance> }[] = [];
+  /** Conditional removals of instances, each of which must hit its row. */
+  readonly instanceDeletes: Where<Instance>[] = [];
+  /** Instances whose history (transitions) goes with them. */
+  readonly historyDeletes: string[] = [];
   readonly transitions: Partial<InstanceTransition>[] = [];
   readonly events: InstanceEvent[] = [];
   /** New operations (outbox rows). */
@@ -60,6 +67,24 @@ class Changes {
   readonly operationUpdates: { where: Where<Operation>; set: Partial<Operation> }[] = [];
   /** Changes to `instance_counts`, by owner and state. */
   readonly counts = new Map<string, { ownerId: string; state: string; delta: number }>();
+
+  /** `unlocked`: the reads took no locks, and the writes hold only if nothing changed since. */
+  constructor(readonly unlocked = false) {}
+
+  /**
+   * The condition a change of an instance read as `read` holds on: the state is one of `from`,
+   * and for an unlocked read the row is still as it was read (every change sets `updated_at`).
+   */
+  condition(read: Instance, from: readonly InstanceState[]): Where<Instance> {
+    return this.unlocked
+      ? { id: read.id, state: from, updatedAt: read.updatedAt }
+      : { id: read.id, state: from };
+  }
+
+  /** The instance rows this transaction changes or removes on a condition. */
+  get conditional(): number {
+    return this.instanceUpdates.length + this.instanceDeletes.length;
+  }
 
   count(ownerId: string, state: string, delta: number): void {
     const key = `${ownerId}/${state}`;
@@ -70,12 +95,14 @@ class Changes {
 }
 
 /**
- * The one writer of `instances.state`. A change reads the instance's row locked (`FOR UPDATE` on
- * PostgreSQL; SQLite runs one writer at a time), so of concurrent requests exactly one wins and
- * the others see its state; the change itself is a conditional update that must hit exactly one
- * row. It is recorded as a transition and a domain event in the same transaction, and the event
- * is emitted after commit. What a transaction appends is written at its end, in as few
- * statements as the database allows (one on PostgreSQL; see `storeChanges`).
+ * The one writer of `instances.state`. A change reads the instance's row, decides, and writes the
+ * new state as an update conditional on the row being as read, which must hit exactly one row:
+ * of concurrent requests exactly one wins and the others see its state. SQLite runs one writer at
+ * a time; PostgreSQL stores an unlocked read's change as one statement that writes nothing if the
+ * row changed meanwhile, and reads again (see `write`). The change is recorded as a transition
+ * and a domain event atomically with it, and the event is emitted after commit. What a change
+ * appends is written at its end, in as few statements as the database allows (see
+ * `storeChanges`).
  */
 @Injectable()
 export class TransitionService {
@@ -87,7 +114,7 @@ export class TransitionService {
   constructor(
     private readonly tx: TransactionRunner,
     private readonly emitter: EventEmitter2,
-    @InjectDataSource() dataSource: DataSource,
+    @InjectDataSource() private readonly dataSource: DataSource,
   ) {
     this.instances = new EntityStatements(dataSource, Instance);
     this.operations = new EntityStatements(dataSource, Operation);
@@ -144,7 +171,7 @@ export class TransitionService {
       const operationId = uuidv7();
       const forced = spec.forcedFromErred && current.state === InstanceState.Erred;
       // The read locked the row: a concurrent request waits, then reads this one's state.
-      this.setState(changes, id, [current.state], {
+      this.setState(changes, current, [current.state], {
         state: spec.scheduled,
         errorMessage: '',
         errorTraceback: '',
@@ -176,7 +203,7 @@ export class TransitionService {
       if (!STABLE_STATES.includes(current.state)) throw this.notEditable(current.state);
       if (Object.keys(patch).length === 0) return current;
       const now = new Date();
-      this.setState(changes, id, [current.state], { ...patch, updatedAt: now });
+      this.setState(changes, current, [current.state], { ...patch, updatedAt: now });
       const instance = { ...current, ...patch, updatedAt: now };
       this.record(changes, instance, current.state, 'update', 'instance.updated', now);
       return instance;
@@ -201,7 +228,7 @@ export class TransitionService {
   async unlink(id: string, actor: Actor): Promise<void> {
     await this.write(async (em, changes) => {
       const current = await this.findVisible(em, id, actor);
-      await this.remove(em, changes, current, new Date());
+      this.remove(changes, current, new Date());
     });
   }
 
@@ -227,7 +254,7 @@ export class TransitionService {
       }
       if (instance.state === spec.scheduled) {
         const now = new Date();
-        this.setState(changes, instance.id, [spec.scheduled], {
+        this.setState(changes, instance, [spec.scheduled], {
           state: spec.inProgress,
           updatedAt: now,
         });
@@ -253,7 +280,7 @@ export class TransitionService {
         this.record(changes, instance, instance.state, operation.action, 'succeeded', now, {
           state: 'deleted',
         });
-        await this.remove(em, changes, instance, now);
+        this.remove(changes, instance, now);
       } else {
         const state =
           spec.success.kind === 'state'
@@ -262,7 +289,7 @@ export class TransitionService {
         const set: Partial<Instance> = { state, updatedAt: now, operationId: null };
         if (result.backendId !== undefined) set.backendId = result.backendId;
         if (result.flavor !== undefined) set.flavor = result.flavor;
-        this.setState(changes, instance.id, [spec.inProgress], set);
+        this.setState(changes, instance, [spec.inProgress], set);
         this.record(
           changes,
           { ...instance, ...set },
@@ -284,7 +311,7 @@ export class TransitionService {
     await this.write(async (em, changes) => {
       const instance = await this.ownedInProgress(em, changes, operation, true);
       if (!instance) return;
-      await this.failInstance(em, changes, instance, operation, message, traceback, new Date());
+      this.failInstance(changes, instance, operation, message, traceback, new Date());
     });
   }
 
@@ -307,7 +334,7 @@ export class TransitionService {
         : null;
       const message = `${action} has timed out.`;
       if (operation) {
-        await this.failInstance(em, changes, fresh, operation, message, '', new Date());
+        this.failInstance(changes, fresh, operation, message, '', new Date());
       } else {
         this.moveToErred(changes, fresh, action, message, '', new Date());
       }
@@ -317,21 +344,20 @@ export class TransitionService {
 
   // ---- internals --------------------------------------------------------------------------
 
-  private async failInstance(
-    em: EntityManager,
+  private failInstance(
     changes: Changes,
     instance: Instance,
     operation: Operation,
     message: string,
     traceback: string,
     now: Date,
-  ): Promise<void> {
+  ): void {
     if (operation.params.force && INSTANCE_MACHINE[operation.action].success.kind === 'removed') {
       this.record(changes, instance, instance.state, operation.action, 'failed', now, {
         state: 'deleted',
         errorMessage: message,
       });
-      await this.remove(em, changes, instance, now);
+      this.remove(changes, instance, now);
     } else {
       this.moveToErred(changes, instance, operation.action, message, traceback, now);
     }
@@ -353,7 +379,7 @@ export class TransitionService {
       operationId: null,
       updatedAt: now,
     };
-    this.setState(changes, instance.id, [instance.state], set);
+    this.setState(changes, instance, [instance.state], set);
     this.record(changes, { ...instance, ...set }, instance.state, action, 'failed', now);
   }
 
@@ -376,18 +402,18 @@ export class TransitionService {
         operationId: null,
         updatedAt: now,
       };
-      this.setState(changes, id, [current.state], set);
+      this.setState(changes, current, [current.state], set);
       const instance = { ...current, ...set };
       this.record(changes, instance, current.state, kind, 'instance.updated', now);
       return instance;
     });
   }
 
-  private async remove(em: EntityManager, changes: Changes, instance: Instance, now: Date) {
-    await em.delete(Instance, { id: instance.id });
+  private remove(changes: Changes, instance: Instance, now: Date): void {
+    changes.instanceDeletes.push(changes.condition(instance, [instance.state]));
     changes.count(instance.ownerId, instance.state, -1);
-    await em.delete(InstanceTransition, { instanceId: instance.id });
     // Its history goes with it, including any this transaction was about to store.
+    changes.historyDeletes.push(instance.id);
     const kept = changes.transitions.filter((t) => t.instanceId !== instance.id);
     changes.transitions.splice(0, changes.transitions.length, ...kept);
     this.addEvent(changes, instance, 'instance.deleted', 'deleted', '', now);
@@ -425,33 +451,34 @@ export class TransitionService {
   }
 
   /**
-   * Reads an instance for a worker-side change and, on PostgreSQL, locks its row until commit, so
-   * two runs of one job (a stalled job re-sent while the first still runs) or two sweepers take
-   * turns. SQLite's write lock already serialises every write transaction.
+   * Reads an instance for a change. Inside a PostgreSQL transaction its row is locked until
+   * commit, so two runs of one job (a stalled job re-sent while the first still runs) or two
+   * sweepers take turns; an unlocked read's change is conditional on the row being unchanged
+   * (see `write`). SQLite's write lock already serialises every write transaction.
    */
   private lockInstance(em: EntityManager, id: string): Promise<Instance | null> {
-    return this.instances.findOne(em, { id }, { forUpdate: true });
+    return this.instances.findOne(em, { id }, { forUpdate: inTransaction(em) });
   }
 
   /**
-   * A change of an instance whose row this transaction has read locked (PostgreSQL) or holds
-   * under SQLite's single writer: stored with the transaction's other writes, still as an update
-   * conditional on the state read, which must hit exactly one row or the transaction fails.
+   * A change of the instance `read`: stored with the transaction's other writes as an update
+   * conditional on the state read (and, for an unlocked read, on the row being unchanged since),
+   * which must hit exactly one row.
    */
   private setState(
     changes: Changes,
-    id: string,
+    read: Instance,
     from: readonly InstanceState[],
     set: Partial<Instance>,
   ): void {
-    changes.instanceUpdates.push({ where: { id, state: from }, set });
+    changes.instanceUpdates.push({ where: changes.condition(read, from), set });
   }
 
   private async findVisible(em: EntityManager, id: string, actor: Actor): Promise<Instance> {
     const instance = await this.instances.findOne(
       em,
       actor.isStaff ? { id } : { id, ownerId: actor.id },
-      { forUpdate: true },
+      { forUpdate: inTransaction(em) },
     );
     if (!instance) throw DomainError.notFound('Instance');
     return instance;
@@ -557,9 +584,9 @@ export class TransitionService {
    * change under the same lock, so concurrent changes of one owner's counts never wait on each
    * other in opposite orders.
    */
-  private async storeChanges(em: EntityManager, changes: Changes): Promise<void> {
-    const { instanceInserts, instanceUpdates, transitions, operations, operationUpdates, events } =
-      changes;
+  private async storeChanges(em: EntityManager, changes: Changes): Promise<boolean> {
+    const { instanceInserts, instanceUpdates, instanceDeletes, historyDeletes } = changes;
+    const { transitions, operations, operationUpdates, events } = changes;
     const counts = [...changes.counts.values()].filter((change) => change.delta !== 0);
     if (this.tx.isSqlite) {
       // SQLite's single writer is the lock. One statement each; ids in the order of the rows.
@@ -567,24 +594,46 @@ export class TransitionService {
       for (const { where, set } of instanceUpdates) {
         if ((await this.instances.update(em, where, set)) !== 1) throw lostUpdate(where);
       }
+      for (const where of instanceDeletes) {
+        if ((await this.instances.delete(em, where)) !== 1) throw lostUpdate(where);
+      }
+      for (const instanceId of historyDeletes) await this.transitions.delete(em, { instanceId });
       await this.transitions.insert(em, transitions);
       await this.operations.insert(em, operations);
       for (const { where, set } of operationUpdates) await this.operations.update(em, where, set);
       await this.events.insert(em, events);
-      if (counts.length === 0) return;
+      if (counts.length === 0) return true;
       await em.query(
         `INSERT INTO instance_counts (owner_id, state, count) VALUES ${counts.map(() => '(?, ?, ?)').join(', ')} ${ADD_TO_COUNT}`,
         counts.flatMap((row) => [row.ownerId, row.state, row.delta]),
       );
-      return;
+      return true;
     }
-    // PostgreSQL: all of it in one round trip, so the lock is held for one statement and the
-    // commit. The events' insert reads from the lock, and the counts' from the events' (`stored`):
-    // both run once the lock is held. Every data-modifying CTE runs whether read or not; the
-    // instance updates return their rows, counted in the answer.
+    // PostgreSQL: all of it in one statement. The conditional changes of instance rows come
+    // first; everything else reads `ok`, which has its row only if each of them hit, so a miss
+    // writes nothing. The events' insert reads from the event log's lock (taken once `ok`), and
+    // the counts' from the events' (`stored`). Every data-modifying CTE runs whether read or not.
     const parameters: unknown[] = [EVENT_LOG_LOCK];
-    const ctes: string[] = ['lock AS (SELECT pg_advisory_xact_lock($1))'];
-    const answer: string[] = [];
+    const ctes: string[] = [];
+    const checks: string[] = [];
+    instanceUpdates.forEach(({ where, set }, i) => {
+      ctes.push(
+        `instance_update_${i} AS (${this.instances.updateInto(where, set, parameters)} RETURNING 1)`,
+      );
+      checks.push(`(SELECT count(*) FROM instance_update_${i}) = 1`);
+    });
+    instanceDeletes.forEach((where, i) => {
+      ctes.push(
+        `instance_delete_${i} AS (${this.instances.deleteInto(where, parameters)} RETURNING 1)`,
+      );
+      checks.push(`(SELECT count(*) FROM instance_delete_${i}) = 1`);
+    });
+    const gated = checks.length > 0;
+    const answer: string[] = gated ? ['(SELECT count(*) FROM ok)::int AS ok'] : [];
+    if (gated) ctes.push(`ok AS (SELECT 1 WHERE ${checks.join(' AND ')})`);
+    const join = gated ? 'ok' : undefined;
+    const onlyIfOk = gated ? ' AND EXISTS (SELECT 1 FROM ok)' : '';
+    ctes.push(`lock AS (SELECT pg_advisory_xact_lock($1)${gated ? ' FROM ok' : ''})`);
     const stored = this.events.unnestInsert(events, parameters, {
       join: 'lock',
       returning: 'id',
@@ -593,19 +642,19 @@ export class TransitionService {
       ctes.push(`stored AS (${stored})`);
       answer.push('(SELECT array_agg(id ORDER BY id) FROM stored) AS ids');
     }
-    const instancesSql = this.instances.unnestInsert(instanceInserts, parameters);
+    const instancesSql = this.instances.unnestInsert(instanceInserts, parameters, { join });
     if (instancesSql) ctes.push(`stored_instances AS (${instancesSql})`);
-    instanceUpdates.forEach(({ where, set }, i) => {
-      const update = this.instances.updateInto(where, set, parameters);
-      ctes.push(`instance_update_${i} AS (${update} RETURNING 1)`);
-      answer.push(`(SELECT count(*) FROM instance_update_${i})::int AS instance_update_${i}`);
+    historyDeletes.forEach((instanceId, i) => {
+      const history = this.transitions.deleteInto({ instanceId }, parameters);
+      ctes.push(`history_delete_${i} AS (${history}${onlyIfOk})`);
     });
-    const transitionsSql = this.transitions.unnestInsert(transitions, parameters);
+    const transitionsSql = this.transitions.unnestInsert(transitions, parameters, { join });
     if (transitionsSql) ctes.push(`stored_transitions AS (${transitionsSql})`);
-    const operationsSql = this.operations.unnestInsert(operations, parameters);
+    const operationsSql = this.operations.unnestInsert(operations, parameters, { join });
     if (operationsSql) ctes.push(`stored_operations AS (${operationsSql})`);
     operationUpdates.forEach(({ where, set }, i) => {
-      ctes.push(`operation_update_${i} AS (${this.operations.updateInto(where, set, parameters)})`);
+      const update = this.operations.updateInto(where, set, parameters);
+      ctes.push(`operation_update_${i} AS (${update}${onlyIfOk})`);
     });
     if (counts.length > 0) {
       parameters.push(
@@ -617,40 +666,73 @@ export class TransitionService {
       ctes.push(
         `counted AS (INSERT INTO instance_counts (owner_id, state, count) ` +
           `SELECT c.owner_id, c.state, c.delta FROM ${stored ? '(SELECT count(*) FROM stored) AS done, ' : 'lock, '}` +
+          `${gated ? 'ok, ' : ''}` +
           `unnest($${n - 2}::uuid[], $${n - 1}::varchar[], $${n}::int[]) AS c(owner_id, state, delta) ` +
           `${ADD_TO_COUNT})`,
       );
     }
-    if (ctes.length === 1) return;
+    if (ctes.length === 1) return true; // the lock alone: nothing to write
     const [row] = (await em.query(
       `WITH ${ctes.join(',\n')}\nSELECT ${answer.length > 0 ? answer.join(', ') : '1'}`,
       parameters,
     )) as Record<string, unknown>[];
-    instanceUpdates.forEach(({ where }, i) => {
-      if (row[`instance_update_${i}`] !== 1) throw lostUpdate(where);
-    });
+    if (gated && row.ok !== 1) {
+      if (changes.unlocked) return false;
+      throw lostUpdate(instanceUpdates[0]?.where ?? instanceDeletes[0]);
+    }
     if (stored) {
       (row.ids as (number | string)[]).forEach((id, i) => (events[i].id = Number(id)));
     }
+    return true;
   }
 
-  /** Runs a write transaction, stores what it appended (`storeChanges`), then announces it. */
+  /**
+   * Runs `work`, stores what it appended (`storeChanges`), then announces it.
+   *
+   * On PostgreSQL `work` first reads without a transaction or locks, and what it appended is
+   * stored as one statement, conditional on each instance row it changes being as it was read:
+   * one round trip, no BEGIN or COMMIT. If a row changed meanwhile nothing is written and `work`
+   * runs again on fresh reads. After a few such misses, or when `work` changes more than one
+   * instance row, it runs in a transaction that reads its rows locked (`FOR UPDATE`), as it
+   * always does on SQLite (whose single writer is the lock).
+   */
   private async write<T>(work: (em: EntityManager, changes: Changes) => Promise<T>): Promise<T> {
+    if (!this.tx.isSqlite) {
+      for (let attempt = 0; attempt < UNLOCKED_ATTEMPTS; attempt++) {
+        const changes = new Changes(true);
+        const value = await work(this.dataSource.manager, changes);
+        // Two conditional changes in one statement could half-apply: those take locks.
+        if (changes.conditional > 1) break;
+        if (await this.storeChanges(this.dataSource.manager, changes)) {
+          this.announce(changes);
+          return value;
+        }
+      }
+    }
     const changes = new Changes();
     const result = await this.tx.run(async (em) => {
       const value = await work(em, changes);
       await this.storeChanges(em, changes);
       return value;
     });
+    this.announce(changes);
+    return result;
+  }
+
+  private announce(changes: Changes): void {
     for (const event of changes.events) this.emitter.emit(INSTANCE_EVENT, event);
     for (const operation of changes.operations) this.emitter.emit(OPERATION_SCHEDULED, operation);
-    return result;
   }
 }
 
+/** Whether `em` runs in a transaction, where a read may lock rows. */
+function inTransaction(em: EntityManager): boolean {
+  return em.queryRunner?.isTransactionActive === true;
+}
+
 /**
- * A state change whose row was read under lock missed it: a bug, never a client's doing. The
- * transaction rolls back.
+ * A change of an instance whose row was read under lock missed it: a bug, never a client's
+ * doing. The transaction rolls back.
  */
 function lostUpdate(where: Where<Instance>): Error {
   return new Error(
