@@ -119,7 +119,7 @@ describe('EntityStatements against TypeORM', () => {
     });
   });
 
-  it('deletes only rows matching every condition, times included, and counts them', async () => {
+  it('deletes only rows matching every condition, times and nulls included, and counts them', async () => {
     const vm = instance({ state: InstanceState.Offline });
     const other = instance({ state: InstanceState.Offline });
     await instances.insert(dataSource.manager, [vm, other]);
@@ -132,10 +132,14 @@ describe('EntityStatements against TypeORM', () => {
       }),
     ).toBe(0);
     expect(
+      await instances.delete(dataSource.manager, { id: vm.id, operationId: randomUUID() }),
+    ).toBe(0);
+    expect(
       await instances.delete(dataSource.manager, {
         id: vm.id,
         state: [InstanceState.Online, InstanceState.Offline],
         updatedAt: vm.updatedAt,
+        operationId: null,
       }),
     ).toBe(1);
     expect(await instances.findOne(dataSource.manager, { id: vm.id })).toBeNull();
@@ -148,7 +152,7 @@ describe('EntityStatements against TypeORM', () => {
     const parameters: unknown[] = ['unrelated'];
     const missed = instances.deleteInto({ id: vm.id, state: [InstanceState.Online] }, parameters);
     const hit = instances.deleteInto(
-      { id: vm.id, state: [InstanceState.Erred], updatedAt: vm.updatedAt },
+      { id: vm.id, state: [InstanceState.Erred], operationId: null, updatedAt: vm.updatedAt },
       parameters,
     );
     const [counts] = (await dataSource.query(

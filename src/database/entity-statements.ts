@@ -2,7 +2,10 @@ import type { DataSource, EntityManager, EntityTarget, ObjectLiteral } from 'typ
 import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
 import type { EntityMetadata } from 'typeorm/metadata/EntityMetadata';
 
-/** Conditions on columns, all of which must hold; an array value means "one of". */
+/**
+ * Conditions on columns, all of which must hold; an array value means "one of", and null means
+ * the column is null.
+ */
 export type Where<T> = { [K in keyof T]?: T[K] | readonly T[K][] };
 
 /**
@@ -118,8 +121,10 @@ export class EntityStatements<T extends ObjectLiteral> {
   private updateShape(where: Where<T>, set: Partial<T>) {
     const setKeys = Object.keys(set).filter((key) => set[key] !== undefined);
     const whereKeys = Object.keys(where);
+    // A condition's shape: a list of n values (n), one value (0), or null (-1, `IS NULL`).
     const sizes = whereKeys.map((key) => {
       const value = where[key] as unknown;
+      if (value === null) return -1;
       return Array.isArray(value) ? value.length : 0;
     });
     return {
@@ -156,6 +161,7 @@ export class EntityStatements<T extends ObjectLiteral> {
     let n = offset;
     return shape.whereKeys
       .map((key, i) => {
+        if (shape.sizes[i] === -1) return `${this.column(key)} IS NULL`;
         if (shape.sizes[i] === 0) return `${this.column(key)} = ${this.placeholder(n++)}`;
         const list = Array.from({ length: shape.sizes[i] }, () => this.placeholder(n++));
         return `${this.column(key)} IN (${list.join(', ')})`;
@@ -173,6 +179,7 @@ export class EntityStatements<T extends ObjectLiteral> {
       ...shape.whereKeys.flatMap((key) => {
         const value = where[key] as unknown;
         const column = this.byProperty.get(key)!;
+        if (value === null) return [];
         return Array.isArray(value)
           ? value.map((v: unknown) => this.persistent(v, column))
           : [this.persistent(value, column)];

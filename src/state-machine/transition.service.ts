@@ -73,12 +73,14 @@ class Changes {
 
   /**
    * The condition a change of an instance read as `read` holds on: the state is one of `from`,
-   * and for an unlocked read the row is still as it was read (every change sets `updated_at`).
+   * and for an unlocked read the row still has the state and operation it was read with. What a
+   * change decides rests on those (and on `backend_id`, which changes only with them); its
+   * writes set only the columns it changes.
    */
   condition(read: Instance, from: readonly InstanceState[]): Where<Instance> {
-    return this.unlocked
-      ? { id: read.id, state: from, updatedAt: read.updatedAt }
-      : { id: read.id, state: from };
+    if (!this.unlocked) return { id: read.id, state: from };
+    const state = from.includes(read.state) ? [read.state] : from;
+    return { id: read.id, state, operationId: read.operationId };
   }
 
   /** The instance rows this transaction changes or removes on a condition. */

@@ -37,7 +37,7 @@ export class SimulatedBackend implements CloudBackend {
 
   async provision(ctx: OperationContext, spec: VmSpec): Promise<{ backendId: string }> {
     await this.prelude(ctx, 'provision');
-    return this.tx.run(async (em) => {
+    return this.write(async (em) => {
       this.stillWanted(ctx, 'provision');
       // One VM per instance: a re-run of provisioning finds the VM it made.
       const existing = await this.statements.findOne(em, { instanceId: ctx.instanceId });
@@ -99,12 +99,11 @@ export class SimulatedBackend implements CloudBackend {
 
   async delete(ctx: OperationContext, backendId: string): Promise<void> {
     await this.prelude(ctx, 'delete');
-    await this.tx.run(async (em) => {
-      this.stillWanted(ctx, 'delete');
+    await this.applyOnce(ctx, 'delete', async (em) => {
       const vm = await this.statements.findOne(em, { backendId });
-      if (!vm || vm.state === 'deleted') return;
+      if (!vm || vm.state === 'deleted') return true;
       vm.state = 'deleted';
-      await this.save(em, vm, ctx, 'delete');
+      return this.save(em, vm, ctx, 'delete');
     });
   }
 
@@ -155,8 +154,7 @@ export class SimulatedBackend implements CloudBackend {
     change: (vm: SimVm) => boolean,
   ): Promise<void> {
     await this.prelude(ctx, operation);
-    await this.tx.run(async (em) => {
-      this.stillWanted(ctx, operation);
+    await this.applyOnce(ctx, operation, async (em) => {
       const vm = await this.statements.findOne(em, { backendId });
       if (!vm || vm.state === 'deleted') {
         throw new BackendError(
@@ -164,21 +162,63 @@ export class SimulatedBackend implements CloudBackend {
           false,
         );
       }
-      if (vm.lastOperationId === ctx.operationId) return;
-      if (change(vm)) await this.save(em, vm, ctx, operation);
-      else await this.statements.update(em, { backendId }, { lastOperationId: ctx.operationId });
+      if (vm.lastOperationId === ctx.operationId) return true;
+      if (change(vm)) return this.save(em, vm, ctx, operation);
+      return this.saved(em, vm, { lastOperationId: ctx.operationId, updatedAt: new Date() });
     });
   }
 
-  private async save(em: EntityManager, vm: SimVm, ctx: OperationContext, operation: SimOperation) {
-    vm.opCounts = { ...vm.opCounts, [operation]: (vm.opCounts[operation] ?? 0) + 1 };
-    vm.lastOperationId = ctx.operationId;
-    vm.updatedAt = new Date();
-    const { state, flavor, opCounts, lastOperationId, updatedAt } = vm;
-    await this.statements.update(
-      em,
-      { backendId: vm.backendId },
-      { state, flavor, opCounts, lastOperationId, updatedAt },
-    );
+  /**
+   * Runs `apply`, which reads a VM and changes it only if it is still as read (answering whether
+   * it did), until it does. SQLite runs it in a write transaction, where nothing changes between
+   * the read and the write; PostgreSQL with no transaction: one round trip each, and a VM changed
+   * meanwhile is read again.
+   */
+  private async applyOnce(
+    ctx: OperationContext,
+    operation: SimOperation,
+    apply: (em: EntityManager) => Promise<boolean>,
+  ): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const applied = await this.write((em) => {
+        this.stillWanted(ctx, operation);
+        return apply(em);
+      });
+      if (applied) return;
+      if (attempt === 3) {
+        throw new BackendError(`simulated backend error: ${operation} met a busy VM`, true);
+      }
+    }
+  }
+
+  /** In SQLite's write transaction (group commit), or on PostgreSQL as plain statements. */
+  private write<T>(work: (em: EntityManager) => Promise<T>): Promise<T> {
+    return this.tx.isSqlite ? this.tx.run(work) : work(this.dataSource.manager);
+  }
+
+  private save(
+    em: EntityManager,
+    vm: SimVm,
+    ctx: OperationContext,
+    operation: SimOperation,
+  ): Promise<boolean> {
+    const opCounts = { ...vm.opCounts, [operation]: (vm.opCounts[operation] ?? 0) + 1 };
+    const { state, flavor } = vm;
+    return this.saved(em, vm, {
+      state,
+      flavor,
+      opCounts,
+      lastOperationId: ctx.operationId,
+      updatedAt: new Date(),
+    });
+  }
+
+  /**
+   * Sets `set` on the VM if no other operation changed it since it was read as `read`: every
+   * change records its operation, and an operation applies once.
+   */
+  private async saved(em: EntityManager, read: SimVm, set: Partial<SimVm>): Promise<boolean> {
+    const where = { backendId: read.backendId, lastOperationId: read.lastOperationId };
+    return (await this.statements.update(em, where, set)) === 1;
   }
 }
