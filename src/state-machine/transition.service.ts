@@ -172,7 +172,8 @@ export class TransitionService {
       const now = new Date();
       const operationId = uuidv7();
       const forced = spec.forcedFromErred && current.state === InstanceState.Erred;
-      // The read locked the row: a concurrent request waits, then reads this one's state.
+      // Conditional on the state read: of concurrent requests one wins, and the others read
+      // again (or, in a locked transaction, wait) and meet the winner's state.
       this.setState(changes, current, [current.state], {
         state: spec.scheduled,
         errorMessage: '',
@@ -393,7 +394,8 @@ export class TransitionService {
     message: string,
   ): Promise<Instance> {
     return this.write(async (em, changes) => {
-      // Forced from any state: the row lock keeps a worker's step from slipping in between.
+      // Forced from any state, yet conditional on the state read: a worker's step that slips in
+      // between makes this change read again (or, locked, wait) rather than be overwritten.
       const current = actor.isStaff ? await this.lockInstance(em, id) : null;
       if (!current) throw DomainError.notFound('Instance');
       const now = new Date();
