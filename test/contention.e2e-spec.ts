@@ -1,5 +1,6 @@
 import { DataSource } from 'typeorm';
 import { ApiClient, InstanceBody } from './support/api';
+import { tallyAndRows } from './support/tally';
 import { startApp, TestApp } from './support/test-app';
 
 const STABLE = ['online', 'offline', 'erred'];
@@ -65,15 +66,7 @@ describe('changes racing on the same instances', () => {
       expect(items[items.length - 1].to).toBe(shown.state);
     }
 
-    const db = t.app.get(DataSource);
-    const rows = (await db.query(
-      'SELECT owner_id, state, COUNT(*) AS n FROM instances GROUP BY owner_id, state',
-    )) as { owner_id: string; state: string; n: string | number }[];
-    const tally = (await db.query(
-      'SELECT owner_id, state, count AS n FROM instance_counts WHERE count <> 0',
-    )) as { owner_id: string; state: string; n: string | number }[];
-    const norm = (list: typeof rows) =>
-      list.map((r) => `${r.owner_id} ${r.state} ${Number(r.n)}`).sort();
-    expect(norm(tally)).toEqual(norm(rows));
+    const { tally, rows } = await tallyAndRows(t.app.get(DataSource));
+    expect(tally).toEqual(rows);
   });
 });

@@ -38,6 +38,17 @@ describe('EntityStatements against TypeORM', () => {
     await database.drop();
   });
 
+  /** Runs two statements as CTEs of one; answers `$1` and how many rows each touched. */
+  async function runBoth(missed: string, hit: string, parameters: unknown[]) {
+    const [counts] = (await dataSource.query(
+      `WITH missed AS (${missed} RETURNING 1), hit AS (${hit} RETURNING 1)
+       SELECT $1::text AS first, (SELECT count(*) FROM missed)::int AS missed,
+         (SELECT count(*) FROM hit)::int AS hit`,
+      parameters,
+    )) as { first: string; missed: number; hit: number }[];
+    return counts;
+  }
+
   const instance = (overrides: Partial<Instance> = {}): Instance =>
     Object.assign(new Instance(), {
       id: randomUUID(),
@@ -155,13 +166,11 @@ describe('EntityStatements against TypeORM', () => {
       { id: vm.id, state: [InstanceState.Erred], operationId: null, updatedAt: vm.updatedAt },
       parameters,
     );
-    const [counts] = (await dataSource.query(
-      `WITH missed AS (${missed} RETURNING 1), hit AS (${hit} RETURNING 1)
-       SELECT $1::text AS first, (SELECT count(*) FROM missed)::int AS missed,
-         (SELECT count(*) FROM hit)::int AS hit`,
-      parameters,
-    )) as { first: string; missed: number; hit: number }[];
-    expect(counts).toEqual({ first: 'unrelated', missed: 0, hit: 1 });
+    expect(await runBoth(missed, hit, parameters)).toEqual({
+      first: 'unrelated',
+      missed: 0,
+      hit: 1,
+    });
     expect(await instances.findOne(dataSource.manager, { id: vm.id })).toBeNull();
   });
 
@@ -211,13 +220,11 @@ describe('EntityStatements against TypeORM', () => {
       { state: InstanceState.StartingScheduled, updatedAt: at },
       parameters,
     );
-    const [counts] = (await dataSource.query(
-      `WITH missed AS (${missed} RETURNING 1), hit AS (${hit} RETURNING 1)
-       SELECT $1::text AS first, (SELECT count(*) FROM missed)::int AS missed,
-         (SELECT count(*) FROM hit)::int AS hit`,
-      parameters,
-    )) as { first: string; missed: number; hit: number }[];
-    expect(counts).toEqual({ first: 'unrelated', missed: 0, hit: 1 });
+    expect(await runBoth(missed, hit, parameters)).toEqual({
+      first: 'unrelated',
+      missed: 0,
+      hit: 1,
+    });
     expect(await instances.findOne(dataSource.manager, { id: vm.id })).toEqual({
       ...vm,
       state: InstanceState.StartingScheduled,

@@ -1,5 +1,6 @@
 import { DataSource } from 'typeorm';
 import { ApiClient } from './support/api';
+import { tallyAndRows } from './support/tally';
 import { startApp, TestApp } from './support/test-app';
 
 /**
@@ -22,16 +23,8 @@ describe('instance counts behind list totals', () => {
   afterAll(() => t?.close());
 
   async function expectTallyMatchesRows(): Promise<void> {
-    const db = t.app.get(DataSource);
-    const rows = (await db.query(
-      'SELECT owner_id, state, COUNT(*) AS n FROM instances GROUP BY owner_id, state',
-    )) as { owner_id: string; state: string; n: string | number }[];
-    const tally = (await db.query(
-      'SELECT owner_id, state, count AS n FROM instance_counts WHERE count <> 0',
-    )) as { owner_id: string; state: string; n: string | number }[];
-    const norm = (list: typeof rows) =>
-      list.map((r) => `${r.owner_id} ${r.state} ${Number(r.n)}`).sort();
-    expect(norm(tally)).toEqual(norm(rows));
+    const { tally, rows } = await tallyAndRows(t.app.get(DataSource));
+    expect(tally).toEqual(rows);
   }
 
   it('matches the rows after every kind of change', async () => {
