@@ -145,6 +145,9 @@ describe('EntityStatements against TypeORM', () => {
     expect(
       await instances.delete(dataSource.manager, { id: vm.id, operationId: randomUUID() }),
     ).toBe(0);
+    const busy = instance({ operationId: randomUUID() });
+    await instances.insert(dataSource.manager, [busy]);
+    expect(await instances.delete(dataSource.manager, { id: busy.id, operationId: null })).toBe(0);
     expect(
       await instances.delete(dataSource.manager, {
         id: vm.id,

@@ -73,14 +73,15 @@ class Changes {
 
   /**
    * The condition a change of an instance read as `read` holds on: the state is one of `from`,
-   * and for an unlocked read the row still has the state and operation it was read with. What a
-   * change decides rests on those (and on `backend_id`, which changes only with them); its
-   * writes set only the columns it changes.
+   * and for an unlocked read the row is still the version read. Every change sets `updated_at`
+   * (to the millisecond, as read back); the state and operation guard the rest, and a row whose
+   * time carries finer precision (written outside Provisor) only ever misses, so its changes
+   * take the locked path.
    */
   condition(read: Instance, from: readonly InstanceState[]): Where<Instance> {
     if (!this.unlocked) return { id: read.id, state: from };
     const state = from.includes(read.state) ? [read.state] : from;
-    return { id: read.id, state, operationId: read.operationId };
+    return { id: read.id, state, operationId: read.operationId, updatedAt: read.updatedAt };
   }
 
   /** The instance rows this transaction changes or removes on a condition. */
