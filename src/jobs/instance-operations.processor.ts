@@ -174,7 +174,7 @@ export class InstanceOperationsProcessor
     const timer = setTimeout(() => abort.abort(), this.config.jobTimeoutMs);
     try {
       const result = await this.runAbortable(operation, instance, abort.signal);
-      await this.transitions.succeed(operation, result);
+      await this.transitions.succeed(operation, result, instance);
       return { outcome: 'succeeded' };
     } catch (error) {
       if (abort.signal.reason === HAND_BACK) return this.handBack(job);
@@ -192,7 +192,7 @@ export class InstanceOperationsProcessor
       }
       const message = this.describe(operation, error, abort.signal.aborted);
       this.logger.warn(`Instance ${instance.id} (operation ${operation.id}): ${message}`);
-      await this.transitions.fail(operation, message, traceOf(error));
+      await this.transitions.fail(operation, message, traceOf(error), instance);
       await job.discard();
       throw new PermanentFailure(message);
     } finally {

@@ -68,8 +68,14 @@ class Changes {
   /** Changes to `instance_counts`, by owner and state. */
   readonly counts = new Map<string, { ownerId: string; state: string; delta: number }>();
 
-  /** `unlocked`: the reads took no locks, and the writes hold only if nothing changed since. */
-  constructor(readonly unlocked = false) {}
+  /**
+   * `unlocked`: the reads took no locks, and the writes hold only if nothing changed since.
+   * `attempt` counts the unlocked tries of one write, from 0.
+   */
+  constructor(
+    readonly unlocked = false,
+    readonly attempt = 0,
+  ) {}
 
   /**
    * The condition a change of an instance read as `read` holds on: the state is one of `from`,
@@ -274,10 +280,15 @@ export class TransitionService {
     });
   }
 
-  async succeed(operation: Operation, result: OperationResult): Promise<void> {
+  /**
+   * The operation succeeded: the instance goes to its target state. `known` is the instance as
+   * `begin` left it; an unlocked write starts from it rather than reading it again (its change
+   * still holds only if the row is that version).
+   */
+  async succeed(operation: Operation, result: OperationResult, known?: Instance): Promise<void> {
     const spec = INSTANCE_MACHINE[operation.action];
     await this.write(async (em, changes) => {
-      const instance = await this.ownedInProgress(em, changes, operation);
+      const instance = await this.ownedInProgress(em, changes, operation, false, known);
       if (!instance) return;
       const now = new Date();
       if (spec.success.kind === 'removed') {
@@ -311,9 +322,14 @@ export class TransitionService {
    * The operation failed for good: the instance goes to `erred` with the message. A forced delete
    * (scheduled from `erred`) removes the record all the same.
    */
-  async fail(operation: Operation, message: string, traceback: string): Promise<void> {
+  async fail(
+    operation: Operation,
+    message: string,
+    traceback: string,
+    known?: Instance,
+  ): Promise<void> {
     await this.write(async (em, changes) => {
-      const instance = await this.ownedInProgress(em, changes, operation, true);
+      const instance = await this.ownedInProgress(em, changes, operation, true, known);
       if (!instance) return;
       this.failInstance(changes, instance, operation, message, traceback, new Date());
     });
@@ -430,9 +446,13 @@ export class TransitionService {
     changes: Changes,
     operation: Operation,
     orScheduled = false,
+    known?: Instance,
   ): Promise<Instance | null> {
     const spec = INSTANCE_MACHINE[operation.action];
-    const instance = await this.lockInstance(em, operation.instanceId);
+    const instance =
+      known && changes.unlocked && changes.attempt === 0
+        ? Object.assign(new Instance(), known)
+        : await this.lockInstance(em, operation.instanceId);
     const states = orScheduled ? [spec.inProgress, spec.scheduled] : [spec.inProgress];
     if (instance && instance.operationId === operation.id && states.includes(instance.state)) {
       return instance;
@@ -704,7 +724,7 @@ export class TransitionService {
   private async write<T>(work: (em: EntityManager, changes: Changes) => Promise<T>): Promise<T> {
     if (!this.tx.isSqlite) {
       for (let attempt = 0; attempt < UNLOCKED_ATTEMPTS; attempt++) {
-        const changes = new Changes(true);
+        const changes = new Changes(true, attempt);
         const value = await work(this.dataSource.manager, changes);
         // Two conditional changes in one statement could half-apply: those take locks.
         if (changes.conditional > 1) break;
