@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { DataSource } from 'typeorm';
+import { DataSource, QueryFailedError } from 'typeorm';
 import { dataSourceOptions } from '../src/database/data-source-options';
 import { EntityStatements } from '../src/database/entity-statements';
 import { InstanceEvent } from '../src/state-machine/instance-event.entity';
@@ -128,6 +128,19 @@ describe('EntityStatements against TypeORM', () => {
       state: InstanceState.StartingScheduled,
       updatedAt: at,
     });
+  });
+
+  it("fails with TypeORM's QueryFailedError, in a transaction or not (a prepared statement)", async () => {
+    const vm = instance();
+    await instances.insert(dataSource.manager, [vm]);
+    for (let i = 0; i < 3; i++) {
+      // The same shape again and again, on whichever pooled connection: it keeps working.
+      expect(await instances.findOne(dataSource.manager, { id: vm.id })).toEqual(vm);
+      const duplicate = instances.insert(dataSource.manager, [vm]);
+      await expect(duplicate).rejects.toBeInstanceOf(QueryFailedError);
+    }
+    const inTransaction = dataSource.transaction((em) => instances.insert(em, [vm]));
+    await expect(inTransaction).rejects.toBeInstanceOf(QueryFailedError);
   });
 
   it('deletes only rows matching every condition, times and nulls included, and counts them', async () => {

@@ -1,4 +1,7 @@
+import type { Pool } from 'pg';
+import { QueryFailedError } from 'typeorm';
 import type { DataSource, EntityManager, EntityTarget, ObjectLiteral } from 'typeorm';
+import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
 import type { EntityMetadata } from 'typeorm/metadata/EntityMetadata';
 
@@ -7,6 +10,50 @@ import type { EntityMetadata } from 'typeorm/metadata/EntityMetadata';
  * the column is null.
  */
 export type Where<T> = { [K in keyof T]?: T[K] | readonly T[K][] };
+
+/** Names of PostgreSQL prepared statements, by SQL: one per statement shape, process-wide. */
+const preparedNames = new Map<string, string>();
+
+/**
+ * Runs a statement of the hot path; answers its rows and how many rows it changed. Inside a
+ * transaction, on the transaction's connection through TypeORM. Outside one on PostgreSQL, as a
+ * named prepared statement on a pooled connection: each connection parses and plans a shape
+ * once (PostgreSQL then reuses a generic plan), where a plain query is parsed and planned on
+ * every run. Errors are TypeORM's `QueryFailedError` either way.
+ */
+export async function execute(
+  dataSource: DataSource,
+  em: EntityManager,
+  sql: string,
+  values: unknown[],
+): Promise<{ rows: Record<string, unknown>[]; affected: number }> {
+  if (!em.queryRunner && dataSource.options.type === 'postgres') {
+    let name = preparedNames.get(sql);
+    if (name === undefined) {
+      name = `provisor_${preparedNames.size + 1}`;
+      preparedNames.set(sql, name);
+    }
+    const pool = (dataSource.driver as PostgresDriver).master as Pool;
+    try {
+      const result = await pool.query<Record<string, unknown>>({ name, text: sql, values });
+      return { rows: result.rows, affected: result.rowCount ?? 0 };
+    } catch (error) {
+      throw new QueryFailedError(sql, values, error as Error);
+    }
+  }
+  // The runner of the transaction; outside one, a runner of its own (TypeORM's `em.query`
+  // answers no count of changed rows).
+  const runner = em.queryRunner ?? dataSource.createQueryRunner();
+  try {
+    const result = (await runner.query(sql, values, true)) as {
+      records?: Record<string, unknown>[];
+      affected?: number;
+    };
+    return { rows: result.records ?? [], affected: result.affected ?? 0 };
+  } finally {
+    if (!em.queryRunner) await runner.release();
+  }
+}
 
 /**
  * Plain statements on one entity's table for the transition hot path, where TypeORM's query
@@ -50,7 +97,7 @@ export class EntityStatements<T extends ObjectLiteral> {
         (lock ? ' FOR UPDATE' : '')
       );
     });
-    const rows = (await em.query(sql, this.values(where, keys))) as Record<string, unknown>[];
+    const { rows } = await execute(this.dataSource, em, sql, this.values(where, keys));
     return rows.length > 0 ? this.hydrate(rows[0]) : null;
   }
 
@@ -65,7 +112,9 @@ export class EntityStatements<T extends ObjectLiteral> {
       const columns = keys.map((key) => this.column(key)).join(', ');
       return `INSERT INTO ${this.table} (${columns}) VALUES ${tuples.join(', ')}`;
     });
-    await em.query(
+    await execute(
+      this.dataSource,
+      em,
       sql,
       rows.flatMap((row) => this.values(row, keys)),
     );
@@ -88,15 +137,7 @@ export class EntityStatements<T extends ObjectLiteral> {
 
   /** Runs a statement and answers how many rows it changed. */
   private async affected(em: EntityManager, sql: string, values: unknown[]): Promise<number> {
-    // The runner of the transaction; outside one, a runner of its own (TypeORM's `em.query`
-    // answers no count of changed rows).
-    const runner = em.queryRunner ?? this.dataSource.createQueryRunner();
-    try {
-      const result = (await runner.query(sql, values, true)) as { affected?: number };
-      return result.affected ?? 0;
-    } finally {
-      if (!em.queryRunner) await runner.release();
-    }
+    return (await execute(this.dataSource, em, sql, values)).affected;
   }
 
   /**

@@ -5,7 +5,7 @@ import { InjectDataSource } from '@nestjs/typeorm';
 import { DataSource, EntityManager } from 'typeorm';
 import type { Actor } from '../auth/actor';
 import { DomainError, DomainErrorCode } from '../common/domain-error';
-import { EntityStatements, Where } from '../database/entity-statements';
+import { EntityStatements, Where, execute } from '../database/entity-statements';
 import { EVENT_LOG_LOCK, TransactionRunner } from '../database/transaction-runner';
 import { RequestContext } from '../logging/request-context';
 import { INSTANCE_EVENT, OPERATION_SCHEDULED } from './domain-events';
@@ -697,10 +697,14 @@ export class TransitionService {
       );
     }
     if (ctes.length === 1) return true; // the lock alone: nothing to write
-    const [row] = (await em.query(
-      `WITH ${ctes.join(',\n')}\nSELECT ${answer.length > 0 ? answer.join(', ') : '1'}`,
-      parameters,
-    )) as Record<string, unknown>[];
+    const [row] = (
+      await execute(
+        this.dataSource,
+        em,
+        `WITH ${ctes.join(',\n')}\nSELECT ${answer.length > 0 ? answer.join(', ') : '1'}`,
+        parameters,
+      )
+    ).rows;
     if (gated && row.ok !== 1) {
       if (changes.unlocked) return false;
       throw lostUpdate(instanceUpdates[0]?.where ?? instanceDeletes[0]);
