@@ -1,8 +1,9 @@
 import { Injectable } from '@nestjs/common';
-import { InjectRepository } from '@nestjs/typeorm';
+import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
 import { randomUUID } from 'node:crypto';
-import { Repository } from 'typeorm';
+import { DataSource, Repository } from 'typeorm';
 import { DomainError } from '../../../common/domain-error';
+import { EntityStatements } from '../../../database/entity-statements';
 import { TransactionRunner } from '../../../database/transaction-runner';
 import { FaultMode, SimFault, SimOperation } from './sim-fault.entity';
 import { SimVm } from './sim-vm.entity';
@@ -23,11 +24,17 @@ const DEFAULT_MESSAGE: Record<FaultMode, string> = {
 
 @Injectable()
 export class SimFaultsService {
+  /** The check every operation makes, as a statement built once (prepared on PostgreSQL). */
+  private readonly armed: EntityStatements<SimFault>;
+
   constructor(
     @InjectRepository(SimFault) private readonly faults: Repository<SimFault>,
     @InjectRepository(SimVm) private readonly vms: Repository<SimVm>,
     private readonly tx: TransactionRunner,
-  ) {}
+    @InjectDataSource() private readonly dataSource: DataSource,
+  ) {
+    this.armed = new EntityStatements(dataSource, SimFault);
+  }
 
   async arm(input: NewFault): Promise<SimFault> {
     const fault: SimFault = {
@@ -62,7 +69,7 @@ export class SimFaultsService {
    */
   async consume(operation: SimOperation, instanceId: string): Promise<SimFault | null> {
     // Most operations meet no fault: find that out without taking the write lock.
-    if (!(await this.faults.existsBy({ operation }))) return null;
+    if (!(await this.armed.findOne(this.dataSource.manager, { operation }))) return null;
     return this.tx.run(async (em) => {
       const candidates = await em
         .createQueryBuilder(SimFault, 'f')
