@@ -27,6 +27,7 @@ describe('EntityStatements against TypeORM', () => {
     const kind = database.url.startsWith('postgres') ? 'postgres' : 'sqlite';
     dataSource = new DataSource({
       ...dataSourceOptions({ databaseUrl: database.url, databaseKind: kind }),
+      logging: false, // the failures below are on purpose
       entities: [Instance, Operation, InstanceTransition, InstanceEvent],
     });
     await dataSource.initialize();
@@ -134,13 +135,28 @@ describe('EntityStatements against TypeORM', () => {
     const vm = instance();
     await instances.insert(dataSource.manager, [vm]);
     for (let i = 0; i < 3; i++) {
-      // The same shape again and again, on whichever pooled connection: it keeps working.
+      // The same shape again and again (on PostgreSQL a prepared statement): it keeps working.
       expect(await instances.findOne(dataSource.manager, { id: vm.id })).toEqual(vm);
       const duplicate = instances.insert(dataSource.manager, [vm]);
       await expect(duplicate).rejects.toBeInstanceOf(QueryFailedError);
     }
     const inTransaction = dataSource.transaction((em) => instances.insert(em, [vm]));
     await expect(inTransaction).rejects.toBeInstanceOf(QueryFailedError);
+  });
+
+  onPostgres('prepares a statement again when a schema change made it stale', async () => {
+    const vm = instance();
+    await instances.insert(dataSource.manager, [vm]);
+    expect(await instances.findOne(dataSource.manager, { id: vm.id })).toEqual(vm);
+    // A selected column changes type: the prepared SELECT can no longer run as prepared.
+    await dataSource.query('ALTER TABLE instances ALTER COLUMN description TYPE text');
+    try {
+      for (let i = 0; i < 3; i++) {
+        expect(await instances.findOne(dataSource.manager, { id: vm.id })).toEqual(vm);
+      }
+    } finally {
+      await dataSource.query('ALTER TABLE instances ALTER COLUMN description TYPE varchar(500)');
+    }
   });
 
   it('deletes only rows matching every condition, times and nulls included, and counts them', async () => {

@@ -11,8 +11,28 @@ import type { EntityMetadata } from 'typeorm/metadata/EntityMetadata';
  */
 export type Where<T> = { [K in keyof T]?: T[K] | readonly T[K][] };
 
-/** Names of PostgreSQL prepared statements, by SQL: one per statement shape, process-wide. */
+/**
+ * Names of PostgreSQL prepared statements, by SQL: one per statement shape, process-wide. Only
+ * shapes belong here (values are parameters, never inlined), so the map stays small.
+ */
 const preparedNames = new Map<string, string>();
+let preparedCount = 0;
+
+/**
+ * PostgreSQL refuses a prepared statement whose plan a schema change made stale in a way it
+ * cannot replan (a selected column changed type: 0A000), or that a connection no longer holds
+ * (26000, e.g. behind a pooler). The statement is prepared again under a new name, once.
+ */
+const STALE_PREPARED = new Set(['0A000', '26000']);
+
+function preparedName(sql: string, fresh = false): string {
+  let name = fresh ? undefined : preparedNames.get(sql);
+  if (name === undefined) {
+    name = `provisor_${++preparedCount}`;
+    preparedNames.set(sql, name);
+  }
+  return name;
+}
 
 /**
  * Runs a statement of the hot path; answers its rows and how many rows it changed. Inside a
@@ -28,14 +48,16 @@ export async function execute(
   values: unknown[],
 ): Promise<{ rows: Record<string, unknown>[]; affected: number }> {
   if (!em.queryRunner && dataSource.options.type === 'postgres') {
-    let name = preparedNames.get(sql);
-    if (name === undefined) {
-      name = `provisor_${preparedNames.size + 1}`;
-      preparedNames.set(sql, name);
-    }
     const pool = (dataSource.driver as PostgresDriver).master as Pool;
+    const run = (name: string) => pool.query<Record<string, unknown>>({ name, text: sql, values });
     try {
-      const result = await pool.query<Record<string, unknown>>({ name, text: sql, values });
+      let result;
+      try {
+        result = await run(preparedName(sql));
+      } catch (error) {
+        if (!STALE_PREPARED.has((error as { code?: string }).code ?? '')) throw error;
+        result = await run(preparedName(sql, true));
+      }
       return { rows: result.rows, affected: result.rowCount ?? 0 };
     } catch (error) {
       throw new QueryFailedError(sql, values, error as Error);
@@ -82,7 +104,10 @@ export class EntityStatements<T extends ObjectLiteral> {
     this.selectList = this.meta.columns.map((c) => this.quote(c.databaseName)).join(', ');
   }
 
-  /** The one row whose columns equal `where`, or null; `forUpdate` locks it on PostgreSQL. */
+  /**
+   * A row whose columns equal `where` (the one, for a key), or null; `forUpdate` locks it on
+   * PostgreSQL.
+   */
   async findOne(
     em: EntityManager,
     where: Partial<T>,
@@ -93,7 +118,7 @@ export class EntityStatements<T extends ObjectLiteral> {
     const sql = this.sql(`select:${keys.join(',')}:${lock ? 'lock' : ''}`, () => {
       const conditions = keys.map((key, i) => `${this.column(key)} = ${this.placeholder(i)}`);
       return (
-        `SELECT ${this.selectList} FROM ${this.table} WHERE ${conditions.join(' AND ')}` +
+        `SELECT ${this.selectList} FROM ${this.table} WHERE ${conditions.join(' AND ')} LIMIT 1` +
         (lock ? ' FOR UPDATE' : '')
       );
     });

@@ -14,6 +14,10 @@ const INDEXES: { name: string; columns: string[] }[] = [
  * and PostgreSQL's planner could prefer the plain `created_at` index, filtering owner and state
  * row by row: 2,000 rows read for a page of 50 in one bench run. With `id` as the last column
  * each index gives the list's order as it is, and a page reads its 50 rows.
+ *
+ * On PostgreSQL the indexes are rebuilt inside the migration's transaction, which holds the
+ * `instances` table locked until the last one is built: seconds for a table of a million rows,
+ * during which every read and write of instances waits. Upgrade to it at a quiet moment.
  */
 export class ListOrderIndexes1764200000000 implements MigrationInterface {
   name = 'ListOrderIndexes1764200000000';
