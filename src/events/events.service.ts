@@ -31,7 +31,10 @@ export class EventsService {
     if (!actor.isStaff) qb.andWhere('e.owner_id = :owner', { owner: actor.id });
     if (filter.instanceId)
       qb.andWhere('e.instance_id = :instance', { instance: filter.instanceId });
-    if (filter.after !== undefined) qb.andWhere('e.id > :after', { after: filter.after });
+    // As text: TypeORM writes numeric parameters into SQLite's SQL, which made every read of a
+    // stream a statement never seen before (prepared anew, and pushing the hot path's prepared
+    // statements out of the driver's cache). Both databases compare it with the id as a number.
+    if (filter.after !== undefined) qb.andWhere('e.id > :after', { after: String(filter.after) });
     return qb.orderBy('e.id', 'ASC').limit(filter.limit).getMany();
   }
 }
