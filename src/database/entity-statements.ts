@@ -83,7 +83,8 @@ export async function execute(
  * SQL comes from the entity's TypeORM metadata (table and column names), values go to and come
  * from the database through TypeORM's driver (`preparePersistentValue` / `prepareHydratedValue`:
  * times as UTC text on SQLite, JSON columns, ...), so the entity classes stay the one schema.
- * The SQL of each statement shape is built once; the drivers keep prepared statements by SQL.
+ * The SQL of each statement shape is built once, and prepared once per connection (`execute`;
+ * better-sqlite3's statements are kept by TypeORM's driver).
  */
 export class EntityStatements<T extends ObjectLiteral> {
   private readonly meta: EntityMetadata;

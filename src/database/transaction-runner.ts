@@ -61,6 +61,16 @@ export class TransactionRunner {
     });
   }
 
+  /**
+   * Runs work whose every write is one statement that holds by itself (conditional on the rows
+   * being as the work read them, which it checks): on PostgreSQL with no transaction, each
+   * statement on a pooled connection; on SQLite as a write transaction like `run`, since its one
+   * connection and group commit serve every write.
+   */
+  runUnlocked<T>(work: (manager: EntityManager) => Promise<T>): Promise<T> {
+    return this.isSqlite ? this.run(work) : work(this.dataSource.manager);
+  }
+
   private async drain(): Promise<void> {
     this.draining = true;
     try {

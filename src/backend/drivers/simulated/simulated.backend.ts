@@ -37,7 +37,7 @@ export class SimulatedBackend implements CloudBackend {
 
   async provision(ctx: OperationContext, spec: VmSpec): Promise<{ backendId: string }> {
     await this.prelude(ctx, 'provision');
-    return this.write(async (em) => {
+    return this.tx.runUnlocked(async (em) => {
       this.stillWanted(ctx, 'provision');
       // One VM per instance: a re-run of provisioning finds the VM it made.
       const existing = await this.statements.findOne(em, { instanceId: ctx.instanceId });
@@ -180,7 +180,7 @@ export class SimulatedBackend implements CloudBackend {
     apply: (em: EntityManager) => Promise<boolean>,
   ): Promise<void> {
     for (let attempt = 1; ; attempt++) {
-      const applied = await this.write((em) => {
+      const applied = await this.tx.runUnlocked((em) => {
         this.stillWanted(ctx, operation);
         return apply(em);
       });
@@ -189,11 +189,6 @@ export class SimulatedBackend implements CloudBackend {
         throw new BackendError(`simulated backend error: ${operation} met a busy VM`, true);
       }
     }
-  }
-
-  /** In SQLite's write transaction (group commit), or on PostgreSQL as plain statements. */
-  private write<T>(work: (em: EntityManager) => Promise<T>): Promise<T> {
-    return this.tx.isSqlite ? this.tx.run(work) : work(this.dataSource.manager);
   }
 
   private save(
