@@ -84,7 +84,11 @@ export class SqliteBenchDatabase implements BenchDatabase {
     this.label = `SQLite ${this.path}`;
   }
 
-  /** Opened once the service has migrated, with the pragmas the service sets on its own. */
+  /**
+   * Opened once the service has migrated, with the service's pragmas but `synchronous = FULL`:
+   * each floor commit is on disk when COMMIT returns, which is what the service makes sure of
+   * before it answers (it runs that same fsync of the log off its event loop; see WalSync).
+   */
   private conn(): Database.Database {
     if (!this.db) {
       this.db = new Database(this.path);

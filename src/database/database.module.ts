@@ -2,7 +2,9 @@ import { Global, Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { AppConfig } from '../config/app-config';
 import { dataSourceOptions } from './data-source-options';
+import { fdatasync } from 'node:fs';
 import { TransactionRunner } from './transaction-runner';
+import { SYNC_FILE } from './wal-sync';
 
 @Global()
 @Module({
@@ -17,7 +19,7 @@ import { TransactionRunner } from './transaction-runner';
       }),
     }),
   ],
-  providers: [TransactionRunner],
+  providers: [TransactionRunner, { provide: SYNC_FILE, useValue: fdatasync }],
   exports: [TransactionRunner],
 })
 export class DatabaseModule {}

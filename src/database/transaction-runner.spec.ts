@@ -4,34 +4,56 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DataSource, EntityManager } from 'typeorm';
 import { GroupAborted, TransactionRunner } from './transaction-runner';
+import type { SyncFile } from './wal-sync';
+
+/** A fresh database file with an `items` table, and a read-only second connection to it. */
+async function itemsDatabase(synchronous: 'FULL' | 'NORMAL') {
+  const dir = mkdtempSync(join(tmpdir(), 'provisor-tx-'));
+  const file = join(dir, 'db.sqlite');
+  const dataSource = new DataSource({
+    type: 'better-sqlite3',
+    database: file,
+    prepareDatabase: (db: Database.Database) => {
+      db.pragma('journal_mode = WAL');
+      db.pragma(`synchronous = ${synchronous}`);
+    },
+  });
+  await dataSource.initialize();
+  await dataSource.query('CREATE TABLE items (name TEXT PRIMARY KEY)');
+  /** Sees committed rows only. */
+  const observer = new Database(file, { readonly: true });
+  return {
+    dataSource,
+    committed: (): string[] =>
+      (observer.prepare('SELECT name FROM items ORDER BY name').all() as { name: string }[]).map(
+        (row) => row.name,
+      ),
+    async close() {
+      observer.close();
+      await dataSource.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const insert = (name: string) => (em: EntityManager) =>
+  em.query('INSERT INTO items (name) VALUES (?)', [name]).then(() => name);
 
 /**
  * The SQLite group commit, on a real database file: what a caller is told must already be on
  * disk, as another connection sees it, and one transaction's failure is its own.
  */
 describe('TransactionRunner on SQLite', () => {
-  let dir: string;
+  let database: Awaited<ReturnType<typeof itemsDatabase>>;
   let dataSource: DataSource;
   let runner: TransactionRunner;
-  /** A second connection to the same file: it sees committed rows only. */
-  let observer: Database.Database;
+  let committed: () => string[];
   let commits: number;
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'provisor-tx-'));
-    const file = join(dir, 'db.sqlite');
-    dataSource = new DataSource({
-      type: 'better-sqlite3',
-      database: file,
-      prepareDatabase: (db: Database.Database) => {
-        db.pragma('journal_mode = WAL');
-        db.pragma('synchronous = FULL');
-      },
-    });
-    await dataSource.initialize();
-    await dataSource.query('CREATE TABLE items (name TEXT PRIMARY KEY)');
+    database = await itemsDatabase('FULL');
+    ({ dataSource, committed } = database);
     runner = new TransactionRunner(dataSource);
-    observer = new Database(file, { readonly: true });
     commits = 0;
     const queryRunner = dataSource.createQueryRunner();
     const query = queryRunner.query.bind(queryRunner);
@@ -41,19 +63,7 @@ describe('TransactionRunner on SQLite', () => {
     });
   });
 
-  afterEach(async () => {
-    observer.close();
-    await dataSource.destroy();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  const committed = (): string[] =>
-    (observer.prepare('SELECT name FROM items ORDER BY name').all() as { name: string }[]).map(
-      (row) => row.name,
-    );
-
-  const insert = (name: string) => (em: EntityManager) =>
-    em.query('INSERT INTO items (name) VALUES (?)', [name]).then(() => name);
+  afterEach(() => database.close());
 
   it('answers each caller only once its transaction is committed', async () => {
     const seenAtAnswer = new Map<string, string[]>();
@@ -143,5 +153,83 @@ describe('TransactionRunner on SQLite', () => {
       [1, 2, 3].map((n) => runner.run(async (em) => (await insert(`n${n}`)(em)) + '!')),
     );
     expect(values).toEqual(['n1!', 'n2!', 'n3!']);
+  });
+});
+
+/**
+ * With `synchronous = NORMAL` SQLite's COMMIT does not fsync; the runner does, off the event
+ * loop, and answers no caller before that fsync is done.
+ */
+describe('TransactionRunner on SQLite with the commit fsync off the event loop', () => {
+  let database: Awaited<ReturnType<typeof itemsDatabase>>;
+  let committed: () => string[];
+  /** fsyncs asked for, each waiting until the test ends it. */
+  let syncs: (() => void)[];
+  let synced: number[];
+  let runner: TransactionRunner;
+
+  beforeEach(async () => {
+    database = await itemsDatabase('NORMAL');
+    committed = database.committed;
+    syncs = [];
+    synced = [];
+    const held: SyncFile = (fd, done) => syncs.push(() => (synced.push(fd), done(null)));
+    runner = new TransactionRunner(database.dataSource, held);
+  });
+
+  afterEach(async () => {
+    syncs.forEach((finish) => finish());
+    await runner.durable();
+    await database.close();
+  });
+
+  const turns = () => new Promise((r) => setTimeout(r, 20));
+
+  it('answers a committed transaction only once the log is synced', async () => {
+    let answered = false;
+    const first = runner.run(insert('a')).then((value) => ((answered = true), value));
+    await turns();
+    expect(committed()).toEqual(['a']);
+    expect(syncs).toHaveLength(1);
+    expect(answered).toBe(false);
+    // Reads that met the commit wait for the same fsync.
+    let readDurable = false;
+    const read = runner.durable().then(() => (readDurable = true));
+    await turns();
+    expect(readDurable).toBe(false);
+
+    syncs[0]();
+    expect(await first).toBe('a');
+    await read;
+    expect(synced).toHaveLength(1);
+  });
+
+  it('gathers the transactions asked for during a sync into the next commit, after it', async () => {
+    const first = runner.run(insert('a'));
+    await turns();
+    const later = [runner.run(insert('b')), runner.run(insert('c'))];
+    await turns();
+    // The event loop was free to take them in; they wait for the running fsync, not in it.
+    expect(committed()).toEqual(['a']);
+    expect(syncs).toHaveLength(1);
+    syncs[0]();
+    expect(await first).toBe('a');
+    await turns();
+    // One commit for both, then one fsync before either is answered.
+    expect(committed()).toEqual(['a', 'b', 'c']);
+    expect(syncs).toHaveLength(2);
+    let answered = false;
+    void Promise.all(later).then(() => (answered = true));
+    await turns();
+    expect(answered).toBe(false);
+    syncs[1]();
+    expect(await Promise.all(later)).toEqual(['b', 'c']);
+  });
+
+  it('answers a failed fsync as a failure of every transaction it was to make durable', async () => {
+    const failing: SyncFile = (_fd, done) => done(Object.assign(new Error('EIO'), { code: 'EIO' }));
+    const broken = new TransactionRunner(database.dataSource, failing);
+    await expect(broken.run(insert('lost'))).rejects.toThrow(/could not be made durable/);
+    await expect(broken.run(insert('later'))).rejects.toThrow(/could not be made durable/);
   });
 });

@@ -1,8 +1,10 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable, OnApplicationShutdown, Optional } from '@nestjs/common';
+import { fdatasync } from 'node:fs';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { DataSource, EntityManager, QueryRunner } from 'typeorm';
 import type { BetterSqlite3Driver } from 'typeorm/driver/better-sqlite3/BetterSqlite3Driver';
 import { DateUtils } from 'typeorm/util/DateUtils';
+import { SYNC_FILE, type SyncFile, WalSync } from './wal-sync';
 
 /**
  * Advisory lock key of the event log ("PROV"): held from storing a transaction's events to its
@@ -42,12 +44,17 @@ interface Pending<T = unknown> {
  * every caller still hears of its transaction only once it is durable.
  */
 @Injectable()
-export class TransactionRunner {
+export class TransactionRunner implements OnApplicationShutdown {
   private readonly queue: Pending[] = [];
   private draining = false;
   private lastYield = 0;
+  /** SQLite with `synchronous = NORMAL`: the fsync of each commit, off the event loop. */
+  private walSync?: WalSync | null;
 
-  constructor(@InjectDataSource() private readonly dataSource: DataSource) {}
+  constructor(
+    @InjectDataSource() private readonly dataSource: DataSource,
+    @Optional() @Inject(SYNC_FILE) private readonly syncFile: SyncFile = fdatasync,
+  ) {}
 
   get isSqlite(): boolean {
     return this.dataSource.options.type === 'better-sqlite3';
@@ -71,6 +78,21 @@ export class TransactionRunner {
     return this.isSqlite ? this.run(work) : work(this.dataSource.manager);
   }
 
+  /**
+   * Settles once every transaction committed so far is on disk: at once on PostgreSQL, whose
+   * COMMIT returns only then, and on SQLite unless a commit's fsync is still running (see
+   * `WalSync`). Work answers its callers only after this; the reads that answer clients
+   * (instances, their history, events) wait on it too, so nobody is shown a row a power cut
+   * could still undo.
+   */
+  durable(): Promise<void> {
+    return this.walSync ? this.walSync.durable() : Promise.resolve();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.walSync?.close();
+  }
+
   private async drain(): Promise<void> {
     this.draining = true;
     try {
@@ -84,6 +106,11 @@ export class TransactionRunner {
           this.lastYield = performance.now();
         }
         await this.runGroup();
+        // The next group commits once this one's fsync is done, not beside it: a commit writes
+        // every page it changed to the log, so commits as frequent as transitions would write
+        // the same index pages over and over. Meanwhile the event loop serves requests, and the
+        // writes they ask for queue up into that next group.
+        await this.durable().catch(() => undefined);
       }
     } finally {
       this.draining = false;
@@ -137,14 +164,29 @@ export class TransactionRunner {
       this.recover(runner);
       return;
     }
-    for (const { pending, value } of done) pending.resolve(value);
+    // The next group runs while this one's commit is synced; its callers hear once it is.
+    if (this.walSync === undefined) this.walSync = this.openWalSync();
+    this.walSync?.commit();
+    this.durable().then(
+      () => done.forEach(({ pending, value }) => pending.resolve(value)),
+      (error: unknown) => done.forEach(({ pending }) => pending.reject(error)),
+    );
   }
 
-  private sqliteConnection(): { inTransaction: boolean; exec(sql: string): unknown } {
-    return (this.dataSource.driver as BetterSqlite3Driver).databaseConnection as {
-      inTransaction: boolean;
-      exec(sql: string): unknown;
-    };
+  /**
+   * A `WalSync` when SQLite itself does not fsync at commit: a database file in WAL mode with
+   * `synchronous = NORMAL`. With FULL (or in memory) COMMIT returns once it is durable.
+   */
+  private openWalSync(): WalSync | null {
+    const connection = this.sqliteConnection();
+    const file = connection.name;
+    const wal = connection.pragma('journal_mode', { simple: true }) === 'wal';
+    const normal = connection.pragma('synchronous', { simple: true }) === 1;
+    return wal && normal && !connection.memory ? new WalSync(`${file}-wal`, this.syncFile) : null;
+  }
+
+  private sqliteConnection(): SqliteConnection {
+    return (this.dataSource.driver as BetterSqlite3Driver).databaseConnection as SqliteConnection;
   }
 
   /**
@@ -194,6 +236,15 @@ export class TransactionRunner {
   timeParam(date: Date): Date | string {
     return this.isSqlite ? DateUtils.mixedDateToUtcDatetimeString(date) : date;
   }
+}
+
+/** What the runner uses of better-sqlite3's connection. */
+interface SqliteConnection {
+  readonly inTransaction: boolean;
+  readonly name: string;
+  readonly memory: boolean;
+  exec(sql: string): unknown;
+  pragma(sql: string, options: { simple: true }): unknown;
 }
 
 /**

@@ -3,18 +3,23 @@ import { InjectRepository } from '@nestjs/typeorm';
 import { Repository } from 'typeorm';
 import type { Actor } from '../auth/actor';
 import { DomainError } from '../common/domain-error';
+import { TransactionRunner } from '../database/transaction-runner';
 import { InstanceTransition } from '../state-machine/instance-transition.entity';
 import { InstanceCount } from '../state-machine/instance-count.entity';
 import { Instance } from '../state-machine/instance.entity';
 import type { ListInstancesQuery } from './dto/list-instances.query';
 
-/** Reads of instances, always scoped to what the caller may see. */
+/**
+ * Reads of instances, always scoped to what the caller may see. Each answers once what it read
+ * is on disk (`TransactionRunner.durable`): nobody is shown a state a power cut could undo.
+ */
 @Injectable()
 export class InstanceQueries {
   constructor(
     @InjectRepository(Instance) private readonly instances: Repository<Instance>,
     @InjectRepository(InstanceTransition)
     private readonly transitions: Repository<InstanceTransition>,
+    private readonly tx: TransactionRunner,
   ) {}
 
   /**
@@ -37,11 +42,10 @@ export class InstanceQueries {
       .addOrderBy('i.id', 'DESC')
       .take(query.limit)
       .skip(query.offset);
-    if (query.name) {
-      const [items, total] = await qb.getManyAndCount();
-      return { items, total };
-    }
-    const [items, total] = await Promise.all([qb.getMany(), this.countFromTally(query, actor)]);
+    const [items, total] = query.name
+      ? await qb.getManyAndCount()
+      : await Promise.all([qb.getMany(), this.countFromTally(query, actor)]);
+    await this.tx.durable();
     return { items, total };
   }
 
@@ -59,12 +63,19 @@ export class InstanceQueries {
     const instance = await this.instances.findOneBy(
       actor.isStaff ? { id } : { id, ownerId: actor.id },
     );
+    // A 404 may rest on a removal not yet on disk: it waits too.
+    await this.tx.durable();
     if (!instance) throw DomainError.notFound('Instance');
     return instance;
   }
 
   async history(id: string, actor: Actor): Promise<InstanceTransition[]> {
     await this.get(id, actor);
-    return this.transitions.find({ where: { instanceId: id }, order: { id: 'ASC' } });
+    const transitions = await this.transitions.find({
+      where: { instanceId: id },
+      order: { id: 'ASC' },
+    });
+    await this.tx.durable();
+    return transitions;
   }
 }

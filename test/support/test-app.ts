@@ -1,5 +1,5 @@
 import { NestExpressApplication } from '@nestjs/platform-express';
-import { Test } from '@nestjs/testing';
+import { Test, TestingModuleBuilder } from '@nestjs/testing';
 import Redis from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -25,7 +25,11 @@ export interface TestApp {
 
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
-export async function startApp(overrides: Record<string, string> = {}): Promise<TestApp> {
+export async function startApp(
+  overrides: Record<string, string> = {},
+  /** Replaces providers of the real app: parts a test must hold still, never the queue or database. */
+  customize: (builder: TestingModuleBuilder) => TestingModuleBuilder = (builder) => builder,
+): Promise<TestApp> {
   const id = randomBytes(5).toString('hex');
   // A second process of the same deployment shares the first one's database and queue prefix.
   const database = overrides.DATABASE_URL
@@ -52,7 +56,7 @@ export async function startApp(overrides: Record<string, string> = {}): Promise<
   // Imported after the environment is set: ConfigModule reads it when AppModule loads.
   const { AppModule } = await import('../../src/app.module');
   const { configureApp } = await import('../../src/app.setup');
-  const moduleRef = await Test.createTestingModule({ imports: [AppModule] }).compile();
+  const moduleRef = await customize(Test.createTestingModule({ imports: [AppModule] })).compile();
   const app = moduleRef.createNestApplication<NestExpressApplication>({
     bodyParser: false,
     logger: ['error', 'warn'],

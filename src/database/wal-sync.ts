@@ -1,0 +1,97 @@
+import { closeSync, fdatasync, openSync } from 'node:fs';
+
+/** Flushes an open file's data to disk: `fs.fdatasync`, or a stand-in where a test holds it. */
+export type SyncFile = (fd: number, done: (error: NodeJS.ErrnoException | null) => void) => void;
+
+/** Injection token of the `SyncFile` that `WalSync` uses. */
+export const SYNC_FILE = Symbol('SYNC_FILE');
+
+/**
+ * Makes SQLite's commits durable off the event loop. With `synchronous = NORMAL` in WAL mode a
+ * COMMIT writes its pages to the write-ahead log without an fsync; `synchronous = FULL` differs
+ * only by an fsync of that log after every commit, inside COMMIT, on the thread that runs it
+ * (better-sqlite3 runs on the event loop, so every request waits it out). Here that same fsync of
+ * the log runs in libuv's thread pool instead, and whoever waits on `durable()` hears back once
+ * it is done: the guarantee of FULL, while the next transactions run. One sync covers every
+ * commit before it, so commits that land while one runs share the next.
+ */
+export class WalSync {
+  private committed = 0;
+  private synced = 0;
+  private running = false;
+  private fd: number | null = null;
+  /**
+   * Set by the first failed sync, and kept: after a failed fsync Linux may report the next one
+   * clean although the pages it dropped are lost, so no later commit is called durable either.
+   * SQLite recovers from its log when the process starts again.
+   */
+  private failed: Error | null = null;
+  private waiters: { upTo: number; resolve: () => void; reject: (error: Error) => void }[] = [];
+
+  /** `walPath`: the database file's `-wal` companion. */
+  constructor(
+    private readonly walPath: string,
+    private readonly syncFile: SyncFile = fdatasync,
+  ) {}
+
+  /** Called after each COMMIT. */
+  commit(): void {
+    this.committed++;
+  }
+
+  /** Settles once every commit made so far is on disk; at once if it already is. */
+  durable(): Promise<void> {
+    const upTo = this.committed;
+    if (this.synced >= upTo) return Promise.resolve();
+    if (this.failed) return Promise.reject(this.failed);
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ upTo, resolve, reject });
+      this.next();
+    });
+  }
+
+  /** Waits for what was committed, then lets go of the log file. */
+  async close(): Promise<void> {
+    try {
+      await this.durable();
+    } finally {
+      if (this.fd !== null) closeSync(this.fd);
+      this.fd = null;
+    }
+  }
+
+  private next(): void {
+    if (this.running || this.waiters.length === 0) return;
+    let fd: number;
+    try {
+      // The log is the same file for the connection's whole life (SQLite deletes it only when
+      // the last connection closes), so it is opened once, at the first commit it must sync.
+      fd = this.fd ??= openSync(this.walPath, 'r');
+    } catch (error) {
+      this.fail(error as Error);
+      return;
+    }
+    this.running = true;
+    const upTo = this.committed;
+    this.syncFile(fd, (error) => {
+      this.running = false;
+      if (error) return this.fail(error);
+      this.synced = Math.max(this.synced, upTo);
+      const waiting = this.waiters;
+      this.waiters = waiting.filter((waiter) => waiter.upTo > this.synced);
+      for (const waiter of waiting) if (waiter.upTo <= this.synced) waiter.resolve();
+      this.next();
+    });
+  }
+
+  private fail(cause: Error): void {
+    this.failed = new Error(
+      'A commit could not be made durable: the fsync of the SQLite log failed. ' +
+        'Restart the service; SQLite recovers from its log.',
+      { cause },
+    );
+    const waiting = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiting) waiter.reject(this.failed);
+  }
+}
