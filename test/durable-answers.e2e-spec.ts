@@ -1,13 +1,15 @@
 import Database from 'better-sqlite3';
 import { fdatasync } from 'node:fs';
 import { SYNC_FILE, type SyncFile } from '../src/database/wal-sync';
+import type { Response } from 'supertest';
 import { ApiClient } from './support/api';
 import { startApp, TestApp } from './support/test-app';
 
 /**
  * On SQLite a commit's fsync runs off the event loop (WalSync). What a client is told must be on
- * disk all the same: with the fsync held back, a create is committed but not answered, and a read
- * that meets the new row is not answered either; both answer once the fsync is done.
+ * disk all the same: with the fsync held back, a change is committed but not answered, and the
+ * reads that meet it (list, instance, history, events) are not answered either; all answer once
+ * the fsync is done.
  */
 const onSqlite = process.env.TEST_DATABASE_URL?.startsWith('postgres') ? describe.skip : describe;
 
@@ -67,5 +69,71 @@ onSqlite('answers only what is on disk (SQLite)', () => {
     expect(listed.status).toBe(200);
     expect(listed.body.items.map((i: { name: string }) => i.name)).toContain('held-1');
     await alice.waitForState(created.body.id, 'online');
+  });
+
+  it('holds reads of an instance, its history and the event log that meet a change not yet synced', async () => {
+    const created = await alice.create({ name: 'held-2' });
+    await alice.waitForState(created.id, 'online');
+    const stateOf = () =>
+      (
+        observer.prepare('SELECT state FROM instances WHERE id = ?').get(created.id) as {
+          state: string;
+        }
+      ).state;
+
+    held = true;
+    const answered: string[] = [];
+    const track = (name: string, req: PromiseLike<Response>) =>
+      Promise.resolve(req).then((res) => (answered.push(name), res));
+    const stop = track('stop', alice.post(`/api/instances/${created.id}/stop`));
+    await waitFor(() => stateOf() === 'stopping_scheduled');
+    const reads = [
+      track('get', alice.get(`/api/instances/${created.id}`)),
+      track('history', alice.get(`/api/instances/${created.id}/transitions`)),
+      track('events', alice.get(`/api/events?instance_id=${created.id}`)),
+    ];
+    await new Promise((r) => setTimeout(r, 300));
+    expect(answered).toEqual([]);
+
+    release();
+    expect((await stop).status).toBe(202);
+    const [got, history, events] = await Promise.all(reads);
+    expect(got.body.state).toBe('stopping_scheduled');
+    expect(history.body.items.at(-1)).toMatchObject({ to: 'stopping_scheduled' });
+    expect(events.body.items.at(-1)).toMatchObject({ state: 'stopping_scheduled' });
+  });
+});
+
+onSqlite('when the fsync of the log fails (SQLite)', () => {
+  let t: TestApp;
+  let alice: ApiClient;
+  let failing = false;
+  const failingSync: SyncFile = (fd, done) =>
+    failing
+      ? done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }))
+      : fdatasync(fd, done);
+
+  beforeAll(async () => {
+    t = await startApp({}, (builder) => builder.overrideProvider(SYNC_FILE).useValue(failingSync));
+    alice = await new ApiClient(t.http, t.adminToken).createUser('alice');
+  });
+  afterAll(() => t.close());
+
+  it('answers no write as done, refuses later ones and reports the database down', async () => {
+    await t.http.get('/api/health').expect(200);
+    failing = true;
+    const res = await alice.post('/api/instances', { name: 'unsure', flavor: 'small' });
+    expect(res.status).toBe(500);
+    expect(JSON.stringify(res.body)).not.toMatch(/EIO|fdatasync|at .*\.ts/);
+    // No later write is applied only to be reported as failed.
+    failing = false;
+    expect((await alice.post('/api/instances', { name: 'later', flavor: 'small' })).status).toBe(
+      500,
+    );
+    const health = await t.http.get('/api/health').expect(503);
+    expect(health.body.error.database).toMatchObject({
+      status: 'down',
+      message: expect.stringMatching(/could not be made durable.*Restart the service/),
+    });
   });
 });

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DataSource, EntityManager } from 'typeorm';
@@ -183,14 +183,20 @@ describe('TransactionRunner on SQLite with the commit fsync off the event loop',
     await database.close();
   });
 
+  /** Long enough for a wrongly answered promise to have settled. */
   const turns = () => new Promise((r) => setTimeout(r, 20));
+  /** Waits for what must happen (a commit, a sync asked for), however slow the machine. */
+  const until = async (check: () => boolean) => {
+    for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 5));
+    expect(check()).toBe(true);
+  };
 
   it('answers a committed transaction only once the log is synced', async () => {
     let answered = false;
     const first = runner.run(insert('a')).then((value) => ((answered = true), value));
-    await turns();
+    await until(() => syncs.length === 1);
     expect(committed()).toEqual(['a']);
-    expect(syncs).toHaveLength(1);
+    await turns();
     expect(answered).toBe(false);
     // Reads that met the commit wait for the same fsync.
     let readDurable = false;
@@ -201,12 +207,14 @@ describe('TransactionRunner on SQLite with the commit fsync off the event loop',
     syncs[0]();
     expect(await first).toBe('a');
     await read;
+    // What was synced is the write-ahead log.
     expect(synced).toHaveLength(1);
+    expect(readlinkSync(`/proc/self/fd/${synced[0]}`)).toMatch(/db\.sqlite-wal$/);
   });
 
   it('gathers the transactions asked for during a sync into the next commit, after it', async () => {
     const first = runner.run(insert('a'));
-    await turns();
+    await until(() => syncs.length === 1);
     const later = [runner.run(insert('b')), runner.run(insert('c'))];
     await turns();
     // The event loop was free to take them in; they wait for the running fsync, not in it.
@@ -214,10 +222,9 @@ describe('TransactionRunner on SQLite with the commit fsync off the event loop',
     expect(syncs).toHaveLength(1);
     syncs[0]();
     expect(await first).toBe('a');
-    await turns();
     // One commit for both, then one fsync before either is answered.
+    await until(() => syncs.length === 2);
     expect(committed()).toEqual(['a', 'b', 'c']);
-    expect(syncs).toHaveLength(2);
     let answered = false;
     void Promise.all(later).then(() => (answered = true));
     await turns();
@@ -226,10 +233,14 @@ describe('TransactionRunner on SQLite with the commit fsync off the event loop',
     expect(await Promise.all(later)).toEqual(['b', 'c']);
   });
 
-  it('answers a failed fsync as a failure of every transaction it was to make durable', async () => {
+  it('fails what a failed fsync was to make durable, and refuses every later write', async () => {
     const failing: SyncFile = (_fd, done) => done(Object.assign(new Error('EIO'), { code: 'EIO' }));
     const broken = new TransactionRunner(database.dataSource, failing);
     await expect(broken.run(insert('lost'))).rejects.toThrow(/could not be made durable/);
+    // Committed, but its caller was told it failed: a power cut could still take it.
+    expect(committed()).toEqual(['lost']);
+    expect(broken.durabilityFailure?.message).toMatch(/Restart the service/);
     await expect(broken.run(insert('later'))).rejects.toThrow(/could not be made durable/);
+    expect(committed()).toEqual(['lost']);
   });
 });

@@ -39,9 +39,10 @@ interface Pending<T = unknown> {
  * order they were asked for. Those that queue up behind each other share a commit (group
  * commit): each runs in a savepoint of one database transaction, and none is answered before
  * that transaction has committed. A transaction that throws is rolled back to its savepoint alone
- * and its caller gets the error; the others go on. With `synchronous = FULL` the commit's fsync
- * is most of a small transaction's cost, so under load one fsync serves many transitions, and
- * every caller still hears of its transaction only once it is durable.
+ * and its caller gets the error; the others go on. The commit's fsync of the write-ahead log is
+ * most of a small transaction's cost, so under load one fsync serves many transitions, and every
+ * caller still hears of its transaction only once it is durable. That fsync runs off the event
+ * loop (`synchronous = NORMAL` and `WalSync`), and the next group commits after it.
  */
 @Injectable()
 export class TransactionRunner implements OnApplicationShutdown {
@@ -82,15 +83,16 @@ export class TransactionRunner implements OnApplicationShutdown {
    * Settles once every transaction committed so far is on disk: at once on PostgreSQL, whose
    * COMMIT returns only then, and on SQLite unless a commit's fsync is still running (see
    * `WalSync`). Work answers its callers only after this; the reads that answer clients
-   * (instances, their history, events) wait on it too, so nobody is shown a row a power cut
-   * could still undo.
+   * (instances, their history, events) wait on it too, so none of them shows a change a power
+   * cut could still undo.
    */
   durable(): Promise<void> {
     return this.walSync ? this.walSync.durable() : Promise.resolve();
   }
 
   async onApplicationShutdown(): Promise<void> {
-    await this.walSync?.close();
+    // Whatever happened to durability, the other modules must still close.
+    await this.walSync?.close().catch(() => undefined);
   }
 
   private async drain(): Promise<void> {
@@ -122,6 +124,13 @@ export class TransactionRunner implements OnApplicationShutdown {
    * transaction it takes is answered, and the connection is out of any transaction afterwards.
    */
   private async runGroup(): Promise<void> {
+    if (this.walSync === undefined) this.walSync = this.openWalSync();
+    const failure = this.walSync?.failure;
+    if (failure) {
+      // Durability is lost until a restart: nothing more is written, to be reported as failed.
+      for (const pending of this.queue.splice(0)) pending.reject(failure);
+      return;
+    }
     const runner = this.dataSource.createQueryRunner();
     const done: { pending: Pending; value: unknown }[] = [];
     let current: Pending | null = null;
@@ -156,7 +165,13 @@ export class TransactionRunner implements OnApplicationShutdown {
         }
         current = null;
       }
-      await runner.commitTransaction();
+      // Reads that meet this commit's rows, from here on, wait for its sync.
+      const commit = this.walSync?.commit();
+      try {
+        await runner.commitTransaction();
+      } finally {
+        commit?.end();
+      }
     } catch (error) {
       const aborted = error instanceof GroupAborted ? error : new GroupAborted(error);
       current?.reject(aborted);
@@ -164,9 +179,7 @@ export class TransactionRunner implements OnApplicationShutdown {
       this.recover(runner);
       return;
     }
-    // The next group runs while this one's commit is synced; its callers hear once it is.
-    if (this.walSync === undefined) this.walSync = this.openWalSync();
-    this.walSync?.commit();
+    // The group's callers hear once its commit is synced.
     this.durable().then(
       () => done.forEach(({ pending, value }) => pending.resolve(value)),
       (error: unknown) => done.forEach(({ pending }) => pending.reject(error)),
@@ -179,10 +192,17 @@ export class TransactionRunner implements OnApplicationShutdown {
    */
   private openWalSync(): WalSync | null {
     const connection = this.sqliteConnection();
-    const file = connection.name;
     const wal = connection.pragma('journal_mode', { simple: true }) === 'wal';
     const normal = connection.pragma('synchronous', { simple: true }) === 1;
-    return wal && normal && !connection.memory ? new WalSync(`${file}-wal`, this.syncFile) : null;
+    if (!wal || !normal || connection.memory) return null;
+    // The file as SQLite opened it (symbolic links resolved): its log lies beside it.
+    const [main] = connection.pragma('database_list') as { name: string; file: string }[];
+    return new WalSync(`${main.file}-wal`, this.syncFile);
+  }
+
+  /** Why writes are refused: a commit's fsync failed (SQLite), or null. */
+  get durabilityFailure(): Error | null {
+    return this.walSync?.failure ?? null;
   }
 
   private sqliteConnection(): SqliteConnection {
@@ -241,10 +261,9 @@ export class TransactionRunner implements OnApplicationShutdown {
 /** What the runner uses of better-sqlite3's connection. */
 interface SqliteConnection {
   readonly inTransaction: boolean;
-  readonly name: string;
   readonly memory: boolean;
   exec(sql: string): unknown;
-  pragma(sql: string, options: { simple: true }): unknown;
+  pragma(sql: string, options?: { simple: true }): unknown;
 }
 
 /**

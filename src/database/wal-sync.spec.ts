@@ -12,6 +12,9 @@ function heldSync(): { sync: SyncFile; calls: ((error?: Error) => void)[] } {
   };
 }
 
+/** A COMMIT that has run. */
+const commit = (walSync: WalSync) => walSync.commit().end();
+
 /** Whether a promise has settled by the next turns of the event loop. */
 async function settled(promise: Promise<unknown>): Promise<'resolved' | 'rejected' | 'pending'> {
   let state: 'resolved' | 'rejected' | 'pending' = 'pending';
@@ -44,13 +47,13 @@ describe('WalSync', () => {
   it('answers a commit only once a sync that began after it has finished', async () => {
     const { sync, calls } = heldSync();
     const walSync = new WalSync(wal, sync);
-    walSync.commit();
+    commit(walSync);
     const first = walSync.durable();
     expect(calls).toHaveLength(1);
     // Committed while the first sync runs: that sync may have missed its pages.
-    walSync.commit();
+    commit(walSync);
     const second = walSync.durable();
-    const third = (walSync.commit(), walSync.durable());
+    const third = (commit(walSync), walSync.durable());
     calls[0]();
     expect(await settled(first)).toBe('resolved');
     expect(await settled(second)).toBe('pending');
@@ -63,9 +66,28 @@ describe('WalSync', () => {
     expect(await settled(walSync.durable())).toBe('resolved');
   });
 
+  it('makes a read during a COMMIT wait for that commit, and syncs only once it has run', async () => {
+    const { sync, calls } = heldSync();
+    const walSync = new WalSync(wal, sync);
+    commit(walSync);
+    const before = walSync.durable();
+    // A COMMIT starts while the first sync runs; a read meets its rows before it returns.
+    const running = walSync.commit();
+    const read = walSync.durable();
+    calls[0]();
+    expect(await settled(before)).toBe('resolved');
+    // No sync may count a COMMIT whose pages may not be written yet.
+    expect(calls).toHaveLength(1);
+    expect(await settled(read)).toBe('pending');
+    running.end();
+    expect(calls).toHaveLength(2);
+    calls[1]();
+    expect(await settled(read)).toBe('resolved');
+  });
+
   it('syncs the file for real with fdatasync by default', async () => {
     const walSync = new WalSync(wal);
-    walSync.commit();
+    commit(walSync);
     await expect(walSync.durable()).resolves.toBeUndefined();
     await walSync.close();
   });
@@ -73,21 +95,22 @@ describe('WalSync', () => {
   it('fails every waiting commit when a sync fails, and every later one', async () => {
     const { sync, calls } = heldSync();
     const walSync = new WalSync(wal, sync);
-    walSync.commit();
+    commit(walSync);
     const waiting = [walSync.durable(), walSync.durable()];
     calls[0](Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }));
     for (const promise of waiting) {
       await expect(promise).rejects.toThrow(/could not be made durable.*Restart the service/);
     }
     // Linux may call the next fsync clean although the failed one's pages are lost.
-    walSync.commit();
+    commit(walSync);
+    expect(walSync.failure?.message).toMatch(/could not be made durable/);
     await expect(walSync.durable()).rejects.toThrow(/could not be made durable/);
     expect(calls).toHaveLength(1);
   });
 
   it('fails the commit when the log cannot be opened', async () => {
     const walSync = new WalSync(join(dir, 'missing-wal'));
-    walSync.commit();
+    commit(walSync);
     await expect(walSync.durable()).rejects.toThrow(/could not be made durable/);
   });
 });

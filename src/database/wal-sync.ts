@@ -16,7 +16,10 @@ export const SYNC_FILE = Symbol('SYNC_FILE');
  * commit before it, so commits that land while one runs share the next.
  */
 export class WalSync {
+  /** COMMITs that have run (or failed: a sync too many is harmless). */
   private committed = 0;
+  /** A COMMIT is running: what a read meets now may be its rows. */
+  private committing = false;
   private synced = 0;
   private running = false;
   private fd: number | null = null;
@@ -34,14 +37,29 @@ export class WalSync {
     private readonly syncFile: SyncFile = fdatasync,
   ) {}
 
-  /** Called after each COMMIT. */
-  commit(): void {
-    this.committed++;
+  /** The failure that ended durability, if one did. */
+  get failure(): Error | null {
+    return this.failed;
   }
 
-  /** Settles once every commit made so far is on disk; at once if it already is. */
+  /**
+   * Brackets a COMMIT: from this call on, `durable()` waits for it too, and no sync started
+   * before `end` counts it (its pages may not be written yet).
+   */
+  commit(): { end(): void } {
+    this.committing = true;
+    return {
+      end: () => {
+        this.committing = false;
+        this.committed++;
+        this.next();
+      },
+    };
+  }
+
+  /** Settles once every commit made so far (or running) is on disk; at once if it already is. */
   durable(): Promise<void> {
-    const upTo = this.committed;
+    const upTo = this.committed + (this.committing ? 1 : 0);
     if (this.synced >= upTo) return Promise.resolve();
     if (this.failed) return Promise.reject(this.failed);
     return new Promise<void>((resolve, reject) => {
@@ -61,12 +79,15 @@ export class WalSync {
   }
 
   private next(): void {
-    if (this.running || this.waiters.length === 0) return;
+    // A waiter for a COMMIT still running is served by the sync its end starts.
+    if (this.running || this.failed || this.synced >= this.committed) return;
+    if (!this.waiters.some((waiter) => waiter.upTo > this.synced)) return;
     let fd: number;
     try {
       // The log is the same file for the connection's whole life (SQLite deletes it only when
       // the last connection closes), so it is opened once, at the first commit it must sync.
-      fd = this.fd ??= openSync(this.walPath, 'r');
+      // Read and write, as some platforms require of a file they sync; nothing is written.
+      fd = this.fd ??= openSync(this.walPath, 'r+');
     } catch (error) {
       this.fail(error as Error);
       return;

@@ -1,7 +1,13 @@
 import { Controller, Get } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
-import { HealthCheck, HealthCheckService, TypeOrmHealthIndicator } from '@nestjs/terminus';
+import {
+  HealthCheck,
+  HealthCheckService,
+  HealthIndicatorService,
+  TypeOrmHealthIndicator,
+} from '@nestjs/terminus';
 import { Public } from '../auth/auth.decorators';
+import { TransactionRunner } from '../database/transaction-runner';
 import { RedisHealthIndicator } from './redis.health';
 
 @ApiTags('health')
@@ -11,6 +17,8 @@ export class HealthController {
     private readonly health: HealthCheckService,
     private readonly database: TypeOrmHealthIndicator,
     private readonly redis: RedisHealthIndicator,
+    private readonly indicators: HealthIndicatorService,
+    private readonly tx: TransactionRunner,
   ) {}
 
   @Get()
@@ -22,7 +30,12 @@ export class HealthController {
   })
   check() {
     return this.health.check([
-      () => this.database.pingCheck('database', { timeout: 1500 }),
+      () => {
+        // A failed fsync leaves the database answering but refusing writes until a restart.
+        const failure = this.tx.durabilityFailure;
+        if (failure) return this.indicators.check('database').down({ message: failure.message });
+        return this.database.pingCheck('database', { timeout: 1500 });
+      },
       () => this.redis.isHealthy('redis'),
     ]);
   }

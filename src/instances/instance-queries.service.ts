@@ -11,7 +11,7 @@ import type { ListInstancesQuery } from './dto/list-instances.query';
 
 /**
  * Reads of instances, always scoped to what the caller may see. Each answers once what it read
- * is on disk (`TransactionRunner.durable`): nobody is shown a state a power cut could undo.
+ * is on disk (`TransactionRunner.durable`): none shows a change a power cut could undo.
  */
 @Injectable()
 export class InstanceQueries {
