@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import { fdatasync } from 'node:fs';
+import { TransactionRunner } from '../src/database/transaction-runner';
 import { SYNC_FILE, type SyncFile } from '../src/database/wal-sync';
 import type { Response } from 'supertest';
 import { ApiClient } from './support/api';
@@ -17,22 +18,31 @@ onSqlite('answers only what is on disk (SQLite)', () => {
   let t: TestApp;
   let alice: ApiClient;
   let observer: Database.Database;
-  let held = false;
+  /** Once this holds, each fsync that starts waits for `release`. */
+  let holdWhen: (() => boolean) | null = null;
   const parked: (() => void)[] = [];
   const gatedSync: SyncFile = (fd, done) => {
-    if (held) parked.push(() => fdatasync(fd, done));
+    if (holdWhen?.()) parked.push(() => fdatasync(fd, done));
     else fdatasync(fd, done);
   };
   const release = () => {
-    held = false;
+    holdWhen = null;
     parked.splice(0).forEach((sync) => sync());
   };
+  /** Reads of instances and events that have reached their wait for the fsync. */
+  let readsWaiting = 0;
 
   beforeAll(async () => {
     t = await startApp({}, (builder) => builder.overrideProvider(SYNC_FILE).useValue(gatedSync));
     const admin = new ApiClient(t.http, t.adminToken);
     alice = await admin.createUser('alice');
     observer = new Database(t.env.DATABASE_URL.slice('sqlite:'.length), { readonly: true });
+    const tx = t.app.get(TransactionRunner);
+    const durable = tx.durable.bind(tx);
+    jest.spyOn(tx, 'durable').mockImplementation(() => {
+      if (/instance-queries\.service|events\.service/.test(new Error().stack ?? '')) readsWaiting++;
+      return durable();
+    });
   });
   afterAll(async () => {
     release();
@@ -46,22 +56,25 @@ onSqlite('answers only what is on disk (SQLite)', () => {
     );
 
   const waitFor = async (check: () => boolean) => {
-    for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 1000 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
     expect(check()).toBe(true);
   };
+  /** A little longer, for any answer that was wrongly sent to arrive. */
+  const settle = () => new Promise((r) => setTimeout(r, 100));
 
   it('holds the 202 of a committed create, and a list that shows it, until the fsync is done', async () => {
-    held = true;
+    // Syncs of other commits (a relay pass, say) go through; the create's waits.
+    holdWhen = () => committedNames().includes('held-1');
     const answered: string[] = [];
     const create = alice
       .post('/api/instances', { name: 'held-1', flavor: 'small' })
       .then((res) => (answered.push('create'), res));
-    await waitFor(() => committedNames().includes('held-1'));
+    await waitFor(() => parked.length > 0);
+    const before = readsWaiting;
     const list = alice.get('/api/instances').then((res) => (answered.push('list'), res));
-    // Long enough for both to have answered, were either answered at commit.
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor(() => readsWaiting > before);
+    await settle();
     expect(answered).toEqual([]);
-    expect(parked.length).toBeGreaterThan(0);
 
     release();
     const [created, listed] = await Promise.all([create, list]);
@@ -81,18 +94,20 @@ onSqlite('answers only what is on disk (SQLite)', () => {
         }
       ).state;
 
-    held = true;
+    holdWhen = () => stateOf() === 'stopping_scheduled';
     const answered: string[] = [];
     const track = (name: string, req: PromiseLike<Response>) =>
       Promise.resolve(req).then((res) => (answered.push(name), res));
     const stop = track('stop', alice.post(`/api/instances/${created.id}/stop`));
-    await waitFor(() => stateOf() === 'stopping_scheduled');
+    await waitFor(() => parked.length > 0);
+    const before = readsWaiting;
     const reads = [
       track('get', alice.get(`/api/instances/${created.id}`)),
       track('history', alice.get(`/api/instances/${created.id}/transitions`)),
       track('events', alice.get(`/api/events?instance_id=${created.id}`)),
     ];
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor(() => readsWaiting >= before + 3);
+    await settle();
     expect(answered).toEqual([]);
 
     release();

@@ -233,6 +233,13 @@ describe('TransactionRunner on SQLite with the commit fsync off the event loop',
     expect(await Promise.all(later)).toEqual(['b', 'c']);
   });
 
+  it('asks no fsync for a group that changed nothing', async () => {
+    expect(await runner.run((em) => em.query('SELECT count(*) AS n FROM items'))).toEqual([
+      { n: 0 },
+    ]);
+    expect(syncs).toHaveLength(0);
+  });
+
   it('fails what a failed fsync was to make durable, and refuses every later write', async () => {
     const failing: SyncFile = (_fd, done) => done(Object.assign(new Error('EIO'), { code: 'EIO' }));
     const broken = new TransactionRunner(database.dataSource, failing);

@@ -51,6 +51,7 @@ export class TransactionRunner implements OnApplicationShutdown {
   private lastYield = 0;
   /** SQLite with `synchronous = NORMAL`: the fsync of each commit, off the event loop. */
   private walSync?: WalSync | null;
+  private totalChangesStatement?: { get(): unknown };
 
   constructor(
     @InjectDataSource() private readonly dataSource: DataSource,
@@ -124,8 +125,13 @@ export class TransactionRunner implements OnApplicationShutdown {
    * transaction it takes is answered, and the connection is out of any transaction afterwards.
    */
   private async runGroup(): Promise<void> {
-    if (this.walSync === undefined) this.walSync = this.openWalSync();
-    const failure = this.walSync?.failure;
+    let failure: Error | null | undefined;
+    try {
+      if (this.walSync === undefined) this.walSync = this.openWalSync();
+      failure = this.walSync?.failure;
+    } catch (error) {
+      failure = error as Error; // the connection is closed, say
+    }
     if (failure) {
       // Durability is lost until a restart: nothing more is written, to be reported as failed.
       for (const pending of this.queue.splice(0)) pending.reject(failure);
@@ -136,6 +142,7 @@ export class TransactionRunner implements OnApplicationShutdown {
     let current: Pending | null = null;
     try {
       this.recover(runner);
+      const changesBefore = this.totalChanges();
       await runner.startTransaction();
       // Transactions queued while the group runs join it, for up to GROUP_MS or MAX_GROUP: a
       // longer group would keep the event loop, and every request waiting on it, too long.
@@ -165,8 +172,10 @@ export class TransactionRunner implements OnApplicationShutdown {
         }
         current = null;
       }
-      // Reads that meet this commit's rows, from here on, wait for its sync.
-      const commit = this.walSync?.commit();
+      // Reads that meet this commit's rows, from here on, wait for its sync. A group that
+      // changed nothing (a relay pass with nothing due) commits nothing to sync.
+      const wrote = this.totalChanges() !== changesBefore;
+      const commit = wrote ? this.walSync?.commit() : undefined;
       try {
         await runner.commitTransaction();
       } finally {
@@ -203,6 +212,14 @@ export class TransactionRunner implements OnApplicationShutdown {
   /** Why writes are refused: a commit's fsync failed (SQLite), or null. */
   get durabilityFailure(): Error | null {
     return this.walSync?.failure ?? null;
+  }
+
+  /** Rows changed on the connection since it opened (SQLite's `total_changes()`). */
+  private totalChanges(): number {
+    this.totalChangesStatement ??= this.sqliteConnection()
+      .prepare('SELECT total_changes()')
+      .pluck();
+    return this.totalChangesStatement.get() as number;
   }
 
   private sqliteConnection(): SqliteConnection {
@@ -264,6 +281,7 @@ interface SqliteConnection {
   readonly memory: boolean;
   exec(sql: string): unknown;
   pragma(sql: string, options?: { simple: true }): unknown;
+  prepare(sql: string): { pluck(): { get(): unknown } };
 }
 
 /**

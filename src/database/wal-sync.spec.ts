@@ -85,6 +85,21 @@ describe('WalSync', () => {
     expect(await settled(read)).toBe('resolved');
   });
 
+  it('counts each of two COMMITs running at once until its own end', async () => {
+    const { sync, calls } = heldSync();
+    const walSync = new WalSync(wal, sync);
+    const first = walSync.commit();
+    const second = walSync.commit();
+    const read = walSync.durable();
+    first.end();
+    first.end(); // a second end of one COMMIT counts nothing
+    calls[0]();
+    expect(await settled(read)).toBe('pending');
+    second.end();
+    calls[1]();
+    expect(await settled(read)).toBe('resolved');
+  });
+
   it('syncs the file for real with fdatasync by default', async () => {
     const walSync = new WalSync(wal);
     commit(walSync);

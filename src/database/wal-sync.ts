@@ -18,8 +18,10 @@ export const SYNC_FILE = Symbol('SYNC_FILE');
 export class WalSync {
   /** COMMITs that have run (or failed: a sync too many is harmless). */
   private committed = 0;
-  /** A COMMIT is running: what a read meets now may be its rows. */
-  private committing = false;
+  /** COMMITs running: what a read meets now may be their rows. */
+  private committing = 0;
+  /** After `close`, a late sync opens the log for itself alone. */
+  private closed = false;
   private synced = 0;
   private running = false;
   private fd: number | null = null;
@@ -47,10 +49,13 @@ export class WalSync {
    * before `end` counts it (its pages may not be written yet).
    */
   commit(): { end(): void } {
-    this.committing = true;
+    this.committing++;
+    let ended = false;
     return {
       end: () => {
-        this.committing = false;
+        if (ended) return;
+        ended = true;
+        this.committing--;
         this.committed++;
         this.next();
       },
@@ -59,7 +64,7 @@ export class WalSync {
 
   /** Settles once every commit made so far (or running) is on disk; at once if it already is. */
   durable(): Promise<void> {
-    const upTo = this.committed + (this.committing ? 1 : 0);
+    const upTo = this.committed + this.committing;
     if (this.synced >= upTo) return Promise.resolve();
     if (this.failed) return Promise.reject(this.failed);
     return new Promise<void>((resolve, reject) => {
@@ -73,8 +78,9 @@ export class WalSync {
     try {
       await this.durable();
     } finally {
-      if (this.fd !== null) closeSync(this.fd);
-      this.fd = null;
+      this.closed = true;
+      if (this.fd !== null && !this.running) closeSync(this.fd);
+      if (!this.running) this.fd = null;
     }
   }
 
@@ -96,6 +102,10 @@ export class WalSync {
     const upTo = this.committed;
     this.syncFile(fd, (error) => {
       this.running = false;
+      if (this.closed && this.fd !== null) {
+        closeSync(this.fd);
+        this.fd = null;
+      }
       if (error) return this.fail(error);
       this.synced = Math.max(this.synced, upTo);
       const waiting = this.waiters;

@@ -31,7 +31,8 @@ export class HealthController {
   check() {
     return this.health.check([
       () => {
-        // A failed fsync leaves the database answering but refusing writes until a restart.
+        // After a failed fsync the database answers, but writes and the reads that wait for
+        // durability fail until a restart.
         const failure = this.tx.durabilityFailure;
         if (failure) return this.indicators.check('database').down({ message: failure.message });
         return this.database.pingCheck('database', { timeout: 1500 });
