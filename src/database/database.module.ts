@@ -1,8 +1,8 @@
 import { Global, Module } from '@nestjs/common';
+import { fdatasync } from 'node:fs';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { AppConfig } from '../config/app-config';
 import { dataSourceOptions } from './data-source-options';
-import { fdatasync } from 'node:fs';
 import { TransactionRunner } from './transaction-runner';
 import { SYNC_FILE } from './wal-sync';
 

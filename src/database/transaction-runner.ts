@@ -1,6 +1,6 @@
 import { Inject, Injectable, OnApplicationShutdown, Optional } from '@nestjs/common';
-import { fdatasync } from 'node:fs';
 import { InjectDataSource } from '@nestjs/typeorm';
+import { fdatasync } from 'node:fs';
 import { DataSource, EntityManager, QueryRunner } from 'typeorm';
 import type { BetterSqlite3Driver } from 'typeorm/driver/better-sqlite3/BetterSqlite3Driver';
 import { DateUtils } from 'typeorm/util/DateUtils';
