@@ -4,6 +4,7 @@ import { TransactionRunner } from '../src/database/transaction-runner';
 import { SYNC_FILE, type SyncFile } from '../src/database/wal-sync';
 import type { Response } from 'supertest';
 import { ApiClient } from './support/api';
+import { until } from './support/load';
 import { startApp, TestApp } from './support/test-app';
 
 /**
@@ -55,10 +56,8 @@ onSqlite('answers only what is on disk (SQLite)', () => {
       (row) => row.name,
     );
 
-  const waitFor = async (check: () => boolean) => {
-    for (let i = 0; i < 1000 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
-    expect(check()).toBe(true);
-  };
+  const waitFor = (check: () => boolean) =>
+    until('the change to be committed and its readers to wait', async () => check(), 10_000);
   /** A little longer, for any answer that was wrongly sent to arrive. */
   const settle = () => new Promise((r) => setTimeout(r, 100));
 

@@ -86,6 +86,15 @@ export async function execute(
  * The SQL of each statement shape is built once, and prepared once per connection (`execute`;
  * better-sqlite3's statements are kept by TypeORM's driver).
  */
+/** The parts of an UPDATE or DELETE that decide its SQL (see `updateShape`). */
+interface Shape {
+  setKeys: string[];
+  whereKeys: string[];
+  /** Per condition: a list of n values (n), one value (0), or null (-1, `IS NULL`). */
+  sizes: number[];
+  key: string;
+}
+
 export class EntityStatements<T extends ObjectLiteral> {
   private readonly meta: EntityMetadata;
   private readonly byProperty = new Map<string, ColumnMetadata>();
@@ -185,10 +194,9 @@ export class EntityStatements<T extends ObjectLiteral> {
     return sql;
   }
 
-  private updateShape(where: Where<T>, set: Partial<T>) {
+  private updateShape(where: Where<T>, set: Partial<T>): Shape {
     const setKeys = Object.keys(set).filter((key) => set[key] !== undefined);
     const whereKeys = Object.keys(where);
-    // A condition's shape: a list of n values (n), one value (0), or null (-1, `IS NULL`).
     const sizes = whereKeys.map((key) => {
       const value = where[key] as unknown;
       if (value === null) return -1;
@@ -203,7 +211,7 @@ export class EntityStatements<T extends ObjectLiteral> {
   }
 
   /** The UPDATE of a shape, its placeholders numbered from `offset` (PostgreSQL). */
-  private updateSql(shape: ReturnType<EntityStatements<T>['updateShape']>, offset: number): string {
+  private updateSql(shape: Shape, offset: number): string {
     return this.sql(`update:${shape.key}:${offset}`, () => {
       const assignments = shape.setKeys.map(
         (key, i) => `${this.column(key)} = ${this.placeholder(offset + i)}`,
@@ -214,17 +222,14 @@ export class EntityStatements<T extends ObjectLiteral> {
   }
 
   /** The DELETE of a shape (no SET keys), its placeholders numbered from `offset`. */
-  private deleteSql(shape: ReturnType<EntityStatements<T>['updateShape']>, offset: number): string {
+  private deleteSql(shape: Shape, offset: number): string {
     return this.sql(`delete:${shape.key}:${offset}`, () => {
       return `DELETE FROM ${this.table} WHERE ${this.conditions(shape, offset)}`;
     });
   }
 
   /** A shape's WHERE conditions, placeholders numbered from `offset`. */
-  private conditions(
-    shape: ReturnType<EntityStatements<T>['updateShape']>,
-    offset: number,
-  ): string {
+  private conditions(shape: Shape, offset: number): string {
     let n = offset;
     return shape.whereKeys
       .map((key, i) => {
@@ -236,11 +241,7 @@ export class EntityStatements<T extends ObjectLiteral> {
       .join(' AND ');
   }
 
-  private updateValues(
-    shape: ReturnType<EntityStatements<T>['updateShape']>,
-    where: Where<T>,
-    set: Partial<T>,
-  ): unknown[] {
+  private updateValues(shape: Shape, where: Where<T>, set: Partial<T>): unknown[] {
     return [
       ...this.values(set, shape.setKeys),
       ...shape.whereKeys.flatMap((key) => {

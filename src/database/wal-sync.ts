@@ -79,8 +79,7 @@ export class WalSync {
       await this.durable();
     } finally {
       this.closed = true;
-      if (this.fd !== null && !this.running) closeSync(this.fd);
-      if (!this.running) this.fd = null;
+      if (!this.running) this.releaseFile();
     }
   }
 
@@ -102,10 +101,7 @@ export class WalSync {
     const upTo = this.committed;
     this.syncFile(fd, (error) => {
       this.running = false;
-      if (this.closed && this.fd !== null) {
-        closeSync(this.fd);
-        this.fd = null;
-      }
+      if (this.closed) this.releaseFile();
       if (error) return this.fail(error);
       this.synced = Math.max(this.synced, upTo);
       const waiting = this.waiters;
@@ -113,6 +109,11 @@ export class WalSync {
       for (const waiter of waiting) if (waiter.upTo <= this.synced) waiter.resolve();
       this.next();
     });
+  }
+
+  private releaseFile(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
   }
 
   private fail(cause: Error): void {
