@@ -136,6 +136,31 @@ export class EntityStatements<T extends ObjectLiteral> {
     return rows.length > 0 ? this.hydrate(rows[0]) : null;
   }
 
+  /**
+   * Two reads in one statement: the row whose columns equal `where`, and the row of `other`
+   * whose `on.other` column equals its `on.own` column (null when there is none). Locks nothing.
+   */
+  async findOneWith<U extends ObjectLiteral>(
+    em: EntityManager,
+    where: Partial<T>,
+    other: EntityStatements<U>,
+    on: { own: keyof T & string; other: keyof U & string },
+  ): Promise<[T, U | null] | null> {
+    const keys = Object.keys(where);
+    const sql = this.sql(`with:${other.table}:${on.own}:${on.other}:${keys.join(',')}`, () => {
+      const conditions = keys.map((key, i) => `a.${this.column(key)} = ${this.placeholder(i)}`);
+      return (
+        `SELECT ${this.aliasedList('a')}, ${other.aliasedList('b')} FROM ${this.table} a ` +
+        `LEFT JOIN ${other.table} b ON b.${other.column(on.other)} = a.${this.column(on.own)} ` +
+        `WHERE ${conditions.join(' AND ')} LIMIT 1`
+      );
+    });
+    const { rows } = await execute(this.dataSource, em, sql, this.values(where, keys));
+    if (rows.length === 0) return null;
+    const found = other.hydrate(rows[0], 'b');
+    return [this.hydrate(rows[0], 'a'), other.isMissing(found) ? null : found];
+  }
+
   /** Inserts the rows in one statement; columns the first row does not set keep their defaults. */
   async insert(em: EntityManager, rows: readonly Partial<T>[]): Promise<void> {
     if (rows.length === 0) return;
@@ -301,13 +326,30 @@ export class EntityStatements<T extends ObjectLiteral> {
     return 'text';
   }
 
-  private hydrate(row: Record<string, unknown>): T {
+  /** An entity from a row; with `alias`, from the columns `aliasedList(alias)` selected. */
+  private hydrate(row: Record<string, unknown>, alias?: string): T {
     const entity = this.meta.create() as T;
     for (const column of this.meta.columns) {
-      const value = this.dataSource.driver.prepareHydratedValue(row[column.databaseName], column);
+      const name = alias ? `${alias}_${column.databaseName}` : column.databaseName;
+      const value = this.dataSource.driver.prepareHydratedValue(row[name], column);
       column.setEntityValue(entity, value);
     }
     return entity;
+  }
+
+  /** The columns of the table as `alias`, each selected as `<alias>_<column>`. */
+  private aliasedList(alias: string): string {
+    return this.meta.columns
+      .map(
+        (c) =>
+          `${alias}.${this.quote(c.databaseName)} AS ${this.quote(`${alias}_${c.databaseName}`)}`,
+      )
+      .join(', ');
+  }
+
+  /** Whether an entity hydrated from an outer join's side found no row: its key is null. */
+  private isMissing(entity: T): boolean {
+    return this.meta.primaryColumns.some((c) => c.getEntityValue(entity) == null);
   }
 
   private values(source: Partial<T>, keys: readonly string[]): unknown[] {

@@ -251,10 +251,10 @@ export class TransitionService {
    */
   async begin(operationId: string): Promise<{ operation: Operation; instance: Instance } | null> {
     return this.write(async (em, changes) => {
-      const operation = await this.operations.findOne(em, { id: operationId });
-      if (!operation || isFinished(operation.status)) return null;
+      const found = await this.readOperation(em, operationId);
+      if (!found || isFinished(found.operation.status)) return null;
+      const { operation, instance } = found;
       const spec = INSTANCE_MACHINE[operation.action];
-      const instance = await this.lockInstance(em, operation.instanceId);
       const owned =
         instance?.operationId === operation.id &&
         (instance.state === spec.scheduled || instance.state === spec.inProgress);
@@ -473,6 +473,26 @@ export class TransitionService {
       set: { status, errorMessage, updatedAt: new Date() },
     });
     operation.status = status;
+  }
+
+  /**
+   * An operation and its instance, as `begin` needs them. Where the instance's row needs no lock
+   * (an unlocked read, or SQLite) both come in one statement; a locked read on PostgreSQL reads
+   * the operation, then locks the instance's row (`lockInstance`).
+   */
+  private async readOperation(
+    em: EntityManager,
+    id: string,
+  ): Promise<{ operation: Operation; instance: Instance | null } | null> {
+    if (this.tx.isSqlite || !inTransaction(em)) {
+      const found = await this.operations.findOneWith(em, { id }, this.instances, {
+        own: 'instanceId',
+        other: 'id',
+      });
+      return found && { operation: found[0], instance: found[1] };
+    }
+    const operation = await this.operations.findOne(em, { id });
+    return operation && { operation, instance: await this.lockInstance(em, operation.instanceId) };
   }
 
   /**

@@ -1,0 +1,73 @@
+import { getQueueToken } from '@nestjs/bull';
+import type { Queue } from 'bull';
+import { DataSource } from 'typeorm';
+import { QueueName } from '../src/queues/queues';
+import { Operation, OperationStatus } from '../src/state-machine/operation.entity';
+import { TransitionService } from '../src/state-machine/transition.service';
+import { ApiClient } from './support/api';
+import { startApp, TestApp } from './support/test-app';
+
+/**
+ * A worker begins an operation by reading it and its instance in one statement (an outer join;
+ * PostgreSQL's locked retry reads them apart). Here the worker is paused, so the test begins
+ * operations itself, on whichever database the suite runs on.
+ */
+describe('beginning an operation', () => {
+  let t: TestApp;
+  let admin: ApiClient;
+  let alice: ApiClient;
+
+  beforeAll(async () => {
+    t = await startApp({ RELAY_INTERVAL_MS: '3600000' });
+    // This process's worker takes no job; the jobs the requests hand over wait in the queue.
+    await t.app.get<Queue>(getQueueToken(QueueName.InstanceOperations)).pause(true, true);
+    admin = new ApiClient(t.http, t.adminToken);
+    alice = await admin.createUser('alice');
+  });
+  afterAll(() => t?.close());
+
+  async function operationOf(instanceId: string): Promise<Operation> {
+    const [operation] = await t.app.get(DataSource).getRepository(Operation).findBy({ instanceId });
+    return operation;
+  }
+
+  it('reads the operation and its instance as stored, and moves it in progress', async () => {
+    const created = await alice.create({ name: 'begin-read' });
+    const operation = await operationOf(created.id);
+
+    const started = await t.app.get(TransitionService).begin(operation.id);
+
+    expect(started?.operation).toMatchObject({
+      id: operation.id,
+      instanceId: created.id,
+      action: 'provision',
+      params: {},
+      status: OperationStatus.Running,
+    });
+    expect(started?.operation.createdAt).toEqual(operation.createdAt);
+    expect(started?.instance).toMatchObject({
+      id: created.id,
+      name: 'begin-read',
+      state: 'provisioning',
+      operationId: operation.id,
+      errorMessage: '',
+    });
+    expect(started?.instance.createdAt.toISOString()).toBe(created.created_at);
+    const shown = (await alice.get(`/api/instances/${created.id}`).expect(200)).body;
+    expect(shown.state).toBe('provisioning');
+  });
+
+  it('abandons an operation whose instance was removed before it began', async () => {
+    const created = await alice.create({ name: 'begin-gone' });
+    const operation = await operationOf(created.id);
+    await admin.post(`/api/instances/${created.id}/unlink`).expect(204);
+
+    expect(await t.app.get(TransitionService).begin(operation.id)).toBeNull();
+    expect((await operationOf(created.id)).status).toBe(OperationStatus.Abandoned);
+  });
+
+  it('answers null for an operation that does not exist', async () => {
+    const missing = '0190a0a0-0000-7000-8000-000000000000';
+    expect(await t.app.get(TransitionService).begin(missing)).toBeNull();
+  });
+});
