@@ -84,6 +84,38 @@ describe('EntityStatements against TypeORM', () => {
     ).toBeNull();
   });
 
+  it('reads a row and the row it names in one statement, and null for a name that finds none', async () => {
+    const vm = instance({ operationId: randomUUID(), errorMessage: 'boom' });
+    await dataSource.getRepository(Instance).insert(vm);
+    const operation = (instanceId: string) =>
+      Object.assign(new Operation(), {
+        id: randomUUID(),
+        instanceId,
+        action: Action.Resize,
+        params: { flavor: 'large' },
+        status: OperationStatus.Pending,
+        errorMessage: '',
+        requestId: null,
+        dispatchAfter: new Date('2026-03-04T05:06:07.089Z'),
+        createdAt: new Date('2026-03-04T05:06:07.089Z'),
+        updatedAt: new Date('2026-03-04T05:06:07.089Z'),
+      });
+    const named = operation(vm.id);
+    const orphan = operation(randomUUID());
+    await dataSource.getRepository(Operation).insert([named, orphan]);
+    const on = { own: 'instanceId', other: 'id' } as const;
+
+    expect(
+      await operations.findOneWith(dataSource.manager, { id: named.id }, instances, on),
+    ).toEqual([named, vm]);
+    expect(
+      await operations.findOneWith(dataSource.manager, { id: orphan.id }, instances, on),
+    ).toEqual([orphan, null]);
+    expect(
+      await operations.findOneWith(dataSource.manager, { id: randomUUID() }, instances, on),
+    ).toBeNull();
+  });
+
   it('keeps JSON columns, nulls and several rows in one insert', async () => {
     const rows = [1, 2].map((n) =>
       Object.assign(new Operation(), {
