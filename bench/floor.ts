@@ -1,6 +1,6 @@
 import Bull from 'bull';
 import { randomUUID } from 'node:crypto';
-import { BenchError } from './client';
+import { assertClean, BenchError, runLoad } from './client';
 import { COMMITS_PER_OPERATION, type BenchDatabase } from './database';
 import { round } from './stats';
 
@@ -116,4 +116,57 @@ export async function runFloor(spec: FloorSpec): Promise<FloorRun> {
   } finally {
     await queue.close();
   }
+}
+
+export interface HttpStackRun {
+  path: string;
+  requests: number;
+  perSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** The service's CPU per request; null where /proc cannot tell. */
+  cpuMsPerRequest: number | null;
+}
+
+/**
+ * The other part every operation is built on: one authenticated request through the service's
+ * HTTP stack (Express, Nest's routing and guards, the request log, JSON out), on a route that
+ * reads no database and schedules nothing. The floor's jobs make no request, so the two together
+ * are the least an operation can cost.
+ */
+export async function runHttpStack(spec: {
+  service: { baseUrl: string; cpuSeconds(): number | null; crash: Error | null };
+  token: string;
+  connections: number;
+  requests: number;
+}): Promise<HttpStackRun> {
+  const path = '/api/flavors';
+  const run = (amount: number) =>
+    runLoad({
+      title: `GET ${path}`,
+      baseUrl: spec.service.baseUrl,
+      token: spec.token,
+      abortIf: () => spec.service.crash,
+      connections: spec.connections,
+      amount,
+      build: () => ({ method: 'GET', path }),
+    });
+  // The route's code is compiled by its first requests; the operations' routes ran for minutes.
+  await run(Math.max(500, spec.requests / 4));
+  const cpuBefore = spec.service.cpuSeconds();
+  const load = await run(spec.requests);
+  const cpuAfter = spec.service.cpuSeconds();
+  const problems = assertClean(load);
+  if (problems.length > 0) throw new BenchError(problems.join('; '));
+  return {
+    path,
+    requests: load.requests,
+    perSecond: load.perSecond,
+    p50Ms: load.p50Ms,
+    p99Ms: load.p99Ms,
+    cpuMsPerRequest:
+      cpuBefore === null || cpuAfter === null
+        ? null
+        : round(((cpuAfter - cpuBefore) * 1000) / load.requests, 3),
+  };
 }

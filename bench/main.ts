@@ -12,7 +12,7 @@ import {
   type BenchDatabase,
 } from './database';
 import { EventWatcher } from './event-stream';
-import { runFloor } from './floor';
+import { runFloor, runHttpStack } from './floor';
 import { growthStep } from './growth';
 import { Lifecycle } from './lifecycle';
 import { parseOptions, PROJECT_ROOT, usage, UsageError, type BenchOptions } from './options';
@@ -81,6 +81,7 @@ function emptyResults(options: BenchOptions): BenchResults {
     endToEnd: [],
     overhead: null,
     floor: { noop: null, commits: null },
+    httpStack: null,
     floorRatios: {},
     growth: [],
     growthRatios: null,
@@ -218,6 +219,14 @@ async function run(options: BenchOptions, results: BenchResults, cleanup: Cleanu
     for (const phase of results.endToEnd) {
       results.floorRatios[phase.phase] = ratio(phase.perSecond, results.floor.commits.perSecond);
     }
+    service.enterPhase('HTTP stack');
+    log(`HTTP stack alone: ${options.acceptRequests} GET /api/flavors`);
+    results.httpStack = await runHttpStack({
+      service,
+      token: user.token,
+      connections: options.concurrency,
+      requests: options.acceptRequests,
+    });
 
     for (const size of options.growth) {
       service.enterPhase(`growth ${size}`);

@@ -1,5 +1,5 @@
 import type { LoadResult } from './client';
-import type { FloorRun } from './floor';
+import type { FloorRun, HttpStackRun } from './floor';
 import type { GrowthStep } from './growth';
 import { PHASE_LABELS, type OverheadResult, type PhaseName, type PhaseResult } from './lifecycle';
 import type { LogLine, ServiceExit } from './service';
@@ -43,6 +43,8 @@ export interface BenchResults {
   endToEnd: PhaseResult[];
   overhead: OverheadResult | null;
   floor: { noop: FloorRun | null; commits: FloorRun | null };
+  /** One request through the service's HTTP stack, no database: the floor's other part. */
+  httpStack: HttpStackRun | null;
   /** End-to-end throughput of each phase over the floor with commits. */
   floorRatios: Partial<Record<PhaseName, number>>;
   growth: GrowthStep[];
@@ -208,6 +210,25 @@ export function renderReport(r: BenchResults): string {
       );
     }
     out.push(...table([`Floor: raw Bull, ${m.n} jobs`, 'jobs/s', 'seconds', 'CPU ms/job'], rows));
+  }
+
+  if (r.httpStack) {
+    const h = r.httpStack;
+    out.push('');
+    out.push(
+      ...table(
+        ['HTTP stack alone (no database)', 'req/s', 'p50 ms', 'p99 ms', 'CPU ms/req'],
+        [
+          [
+            `GET ${h.path}`,
+            fmt(h.perSecond, 1),
+            fmt(h.p50Ms, 2),
+            fmt(h.p99Ms, 2),
+            h.cpuMsPerRequest === null ? '-' : fmt(h.cpuMsPerRequest, 3),
+          ],
+        ],
+      ),
+    );
   }
 
   if (r.overhead) {
