@@ -116,6 +116,41 @@ describe('EntityStatements against TypeORM', () => {
     ).toBeNull();
   });
 
+  it('reads a page of the event log after a cursor, as TypeORM finds it', async () => {
+    const owner = randomUUID();
+    const [first, second] = [randomUUID(), randomUUID()];
+    const at = new Date('2026-05-06T07:08:09.123Z');
+    const log = dataSource.getRepository(InstanceEvent);
+    for (const [instanceId, ownerId] of [
+      [first, owner],
+      [second, owner],
+      [first, randomUUID()],
+      [second, owner],
+      [first, owner],
+    ]) {
+      await log.insert({
+        type: 'instance.updated',
+        instanceId,
+        ownerId,
+        state: 'online',
+        errorMessage: '',
+        at,
+      });
+    }
+    const events = new EntityStatements(dataSource, InstanceEvent);
+    const mine = await log.find({ where: { ownerId: owner }, order: { id: 'ASC' } });
+    expect(mine).toHaveLength(4);
+
+    const page = (where: Partial<InstanceEvent>, after: number, limit: number) =>
+      events.findAfter(dataSource.manager, where, { key: 'id', value: after }, limit);
+    expect(await page({ ownerId: owner }, 0, 2)).toEqual(mine.slice(0, 2));
+    expect(await page({ ownerId: owner }, mine[1].id, 10)).toEqual(mine.slice(2));
+    expect(await page({ ownerId: owner, instanceId: first }, 0, 10)).toEqual(
+      mine.filter((e) => e.instanceId === first),
+    );
+    expect(await page({ ownerId: owner }, mine[3].id, 10)).toEqual([]);
+  });
+
   it('keeps JSON columns, nulls and several rows in one insert', async () => {
     const rows = [1, 2].map((n) =>
       Object.assign(new Operation(), {

@@ -137,6 +137,31 @@ export class EntityStatements<T extends ObjectLiteral> {
   }
 
   /**
+   * A page of an append-only log: up to `limit` rows whose columns equal `where` and whose
+   * `after.key` column is greater than `after.value`, in that column's order.
+   */
+  async findAfter(
+    em: EntityManager,
+    where: Partial<T>,
+    after: { key: keyof T & string; value: number },
+    limit: number,
+  ): Promise<T[]> {
+    const keys = Object.keys(where);
+    const sql = this.sql(`after:${keys.join(',')}:${after.key}`, () => {
+      const conditions = keys.map((key, i) => `${this.column(key)} = ${this.placeholder(i)}`);
+      const order = this.column(after.key);
+      conditions.push(`${order} > ${this.placeholder(keys.length)}`);
+      return (
+        `SELECT ${this.selectList} FROM ${this.table} WHERE ${conditions.join(' AND ')} ` +
+        `ORDER BY ${order} LIMIT ${this.placeholder(keys.length + 1)}`
+      );
+    });
+    const values = [...this.values(where, keys), after.value, limit];
+    const { rows } = await execute(this.dataSource, em, sql, values);
+    return rows.map((row) => this.hydrate(row));
+  }
+
+  /**
    * Two reads in one statement: the row whose columns equal `where`, and the row of `other`
    * whose `on.other` column equals its `on.own` column (null when there is none). Locks nothing.
    */

@@ -1,7 +1,8 @@
 import { Injectable } from '@nestjs/common';
-import { InjectRepository } from '@nestjs/typeorm';
-import { Repository } from 'typeorm';
+import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
+import { DataSource, Repository } from 'typeorm';
 import type { Actor } from '../auth/actor';
+import { EntityStatements } from '../database/entity-statements';
 import { TransactionRunner } from '../database/transaction-runner';
 import { InstanceEvent } from '../state-machine/instance-event.entity';
 
@@ -18,10 +19,15 @@ export interface EventFilter {
  */
 @Injectable()
 export class EventsService {
+  private readonly statements: EntityStatements<InstanceEvent>;
+
   constructor(
     @InjectRepository(InstanceEvent) private readonly events: Repository<InstanceEvent>,
     private readonly tx: TransactionRunner,
-  ) {}
+    @InjectDataSource() private readonly dataSource: DataSource,
+  ) {
+    this.statements = new EntityStatements(dataSource, InstanceEvent);
+  }
 
   /** The newest event id now stored (0 when none): where a stream without Last-Event-ID starts. */
   async latestId(): Promise<number> {
@@ -33,16 +39,21 @@ export class EventsService {
     return Number(row?.id ?? 0);
   }
 
+  /**
+   * Every event stream reads here after each burst of changes: a statement of one of four shapes
+   * (owner or not, instance or not), prepared once, with the cursor and the page size as
+   * parameters. Ids start at 1, so no cursor is `after: 0`.
+   */
   async list(filter: EventFilter, actor: Actor): Promise<InstanceEvent[]> {
-    const qb = this.events.createQueryBuilder('e');
-    if (!actor.isStaff) qb.andWhere('e.owner_id = :owner', { owner: actor.id });
-    if (filter.instanceId)
-      qb.andWhere('e.instance_id = :instance', { instance: filter.instanceId });
-    // As text: TypeORM writes numeric parameters into SQLite's SQL, which made every read of a
-    // stream a statement never seen before (prepared anew, and pushing the hot path's prepared
-    // statements out of the driver's cache). Both databases compare it with the id as a number.
-    if (filter.after !== undefined) qb.andWhere('e.id > :after', { after: String(filter.after) });
-    const events = await qb.orderBy('e.id', 'ASC').limit(filter.limit).getMany();
+    const where: Partial<InstanceEvent> = {};
+    if (!actor.isStaff) where.ownerId = actor.id;
+    if (filter.instanceId) where.instanceId = filter.instanceId;
+    const events = await this.statements.findAfter(
+      this.dataSource.manager,
+      where,
+      { key: 'id', value: filter.after ?? 0 },
+      filter.limit,
+    );
     await this.tx.durable();
     return events;
   }
