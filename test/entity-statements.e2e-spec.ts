@@ -68,6 +68,21 @@ describe('EntityStatements against TypeORM', () => {
       ...overrides,
     });
 
+  const operation = (overrides: Partial<Operation> = {}): Operation =>
+    Object.assign(new Operation(), {
+      id: randomUUID(),
+      instanceId: randomUUID(),
+      action: Action.Resize,
+      params: { flavor: 'large' },
+      status: OperationStatus.Pending,
+      errorMessage: '',
+      requestId: null,
+      dispatchAfter: new Date('2026-03-04T05:06:07.089Z'),
+      createdAt: new Date('2026-03-04T05:06:07.089Z'),
+      updatedAt: new Date('2026-03-04T05:06:07.089Z'),
+      ...overrides,
+    });
+
   it('writes rows that TypeORM reads back unchanged', async () => {
     const written = instance();
     await instances.insert(dataSource.manager, [written]);
@@ -87,21 +102,8 @@ describe('EntityStatements against TypeORM', () => {
   it('reads a row and the row it names in one statement, and null for a name that finds none', async () => {
     const vm = instance({ operationId: randomUUID(), errorMessage: 'boom' });
     await dataSource.getRepository(Instance).insert(vm);
-    const operation = (instanceId: string) =>
-      Object.assign(new Operation(), {
-        id: randomUUID(),
-        instanceId,
-        action: Action.Resize,
-        params: { flavor: 'large' },
-        status: OperationStatus.Pending,
-        errorMessage: '',
-        requestId: null,
-        dispatchAfter: new Date('2026-03-04T05:06:07.089Z'),
-        createdAt: new Date('2026-03-04T05:06:07.089Z'),
-        updatedAt: new Date('2026-03-04T05:06:07.089Z'),
-      });
-    const named = operation(vm.id);
-    const orphan = operation(randomUUID());
+    const named = operation({ instanceId: vm.id });
+    const orphan = operation();
     await dataSource.getRepository(Operation).insert([named, orphan]);
     const on = { own: 'instanceId', other: 'id' } as const;
 
@@ -114,6 +116,26 @@ describe('EntityStatements against TypeORM', () => {
     expect(
       await operations.findOneWith(dataSource.manager, { id: randomUUID() }, instances, on),
     ).toBeNull();
+  });
+
+  it('reads a row with another read beside it, whether or not the row exists', async () => {
+    const vm = instance();
+    await dataSource.getRepository(Instance).insert(vm);
+    await dataSource
+      .getRepository(Operation)
+      .insert(operation({ instanceId: vm.id, action: Action.Stop }));
+    const read = async (id: string, action: Action) => {
+      const { row, beside } = await instances.findOneBeside(dataSource.manager, { id }, (p) =>
+        operations.existsInto({ instanceId: vm.id, action }, p),
+      );
+      // true on PostgreSQL, 1 on SQLite.
+      return { row, exists: beside === true || beside === 1 };
+    };
+
+    expect(await read(vm.id, Action.Stop)).toEqual({ row: vm, exists: true });
+    expect(await read(vm.id, Action.Start)).toEqual({ row: vm, exists: false });
+    expect(await read(randomUUID(), Action.Stop)).toEqual({ row: null, exists: true });
+    expect(await read(randomUUID(), Action.Start)).toEqual({ row: null, exists: false });
   });
 
   it('reads a page of the event log after a cursor, as TypeORM finds it', async () => {

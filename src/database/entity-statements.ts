@@ -162,6 +162,51 @@ export class EntityStatements<T extends ObjectLiteral> {
   }
 
   /**
+   * `findOne` with another expression's value beside it, answered whether or not a row matches:
+   * two reads in one statement. `beside` appends its values to `parameters` and answers its SQL
+   * (another table's `existsInto`, say). Locks nothing.
+   */
+  async findOneBeside(
+    em: EntityManager,
+    where: Partial<T>,
+    beside: (parameters: unknown[]) => string,
+  ): Promise<{ row: T | null; beside: unknown }> {
+    const parameters: unknown[] = [];
+    const expression = beside(parameters);
+    const keys = Object.keys(where);
+    const offset = parameters.length;
+    parameters.push(...this.values(where, keys));
+    const sql = this.sql(`beside:${expression}:${offset}:${keys.join(',')}`, () => {
+      const conditions = keys.map(
+        (key, i) => `b.${this.column(key)} = ${this.placeholder(offset + i)}`,
+      );
+      return (
+        `SELECT ${expression} AS "beside", ${this.aliasedList('b')} FROM (SELECT 1 AS one) one ` +
+        `LEFT JOIN ${this.table} b ON ${conditions.join(' AND ')} LIMIT 1`
+      );
+    });
+    const [found] = (await execute(this.dataSource, em, sql, parameters)).rows;
+    const row = this.hydrate(found, 'b');
+    return { row: this.isMissing(row) ? null : row, beside: found.beside };
+  }
+
+  /**
+   * PostgreSQL or SQLite: whether a row whose columns equal `where` exists, as an SQL expression
+   * whose values are appended to `parameters`, for a larger statement (see `findOneBeside`).
+   */
+  existsInto(where: Partial<T>, parameters: unknown[]): string {
+    const keys = Object.keys(where);
+    const offset = parameters.length;
+    parameters.push(...this.values(where, keys));
+    return this.sql(`exists:${keys.join(',')}:${offset}`, () => {
+      const conditions = keys.map(
+        (key, i) => `${this.column(key)} = ${this.placeholder(offset + i)}`,
+      );
+      return `EXISTS (SELECT 1 FROM ${this.table} WHERE ${conditions.join(' AND ')})`;
+    });
+  }
+
+  /**
    * Two reads in one statement: the row whose columns equal `where`, and the row of `other`
    * whose `on.other` column equals its `on.own` column (null when there is none). Locks nothing.
    */

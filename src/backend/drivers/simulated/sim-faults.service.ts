@@ -64,12 +64,32 @@ export class SimFaultsService {
   }
 
   /**
+   * Whether any fault is armed for `operation`, as an SQL expression for a statement that reads
+   * something else too (its values appended to `parameters`); true or 1 when one is.
+   */
+  armedInto(operation: SimOperation, parameters: unknown[]): string {
+    return this.armed.existsInto({ operation }, parameters);
+  }
+
+  /**
    * Takes one hit from the first armed fault that matches, the instance's own before any
    * instance's. The decrement is conditional, so concurrent operations never share a hit.
+   * `armed` is what an `armedInto` read beside the caller's own just said; without it, this
+   * finds out first.
    */
-  async consume(operation: SimOperation, instanceId: string): Promise<SimFault | null> {
+  async consume(
+    operation: SimOperation,
+    instanceId: string,
+    armed?: boolean,
+  ): Promise<SimFault | null> {
     // Most operations meet no fault: find that out without taking the write lock.
-    if (!(await this.armed.findOne(this.dataSource.manager, { operation }))) return null;
+    if (armed === false) return null;
+    if (
+      armed === undefined &&
+      !(await this.armed.findOne(this.dataSource.manager, { operation }))
+    ) {
+      return null;
+    }
     return this.tx.run(async (em) => {
       const candidates = await em
         .createQueryBuilder(SimFault, 'f')

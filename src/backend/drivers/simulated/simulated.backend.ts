@@ -98,9 +98,9 @@ export class SimulatedBackend implements CloudBackend {
   }
 
   async delete(ctx: OperationContext, backendId: string): Promise<void> {
-    await this.prelude(ctx, 'delete');
+    const read = await this.readVm(ctx, 'delete', backendId);
     await this.applyOnce(ctx, 'delete', async (em) => {
-      const vm = await this.statements.findOne(em, { backendId });
+      const vm = await read(em);
       if (!vm || vm.state === 'deleted') return true;
       vm.state = 'deleted';
       return this.save(em, vm, ctx, 'delete');
@@ -116,9 +116,39 @@ export class SimulatedBackend implements CloudBackend {
     return vm && vm.state !== 'deleted' ? { state: vm.state } : null;
   }
 
+  /**
+   * The prelude of an operation on an existing VM, whose first read of the VM comes with the
+   * fault check in one statement. Answers the VM's read for `applyOnce`: that first read on the
+   * first try (its change is conditional on the VM being as read, so a VM changed during the
+   * simulated wait is only read again), a fresh one on each later try.
+   */
+  private async readVm(
+    ctx: OperationContext,
+    operation: SimOperation,
+    backendId: string,
+  ): Promise<(em: EntityManager) => Promise<SimVm | null>> {
+    const { row, beside } = await this.statements.findOneBeside(
+      this.dataSource.manager,
+      { backendId },
+      (parameters) => this.faults.armedInto(operation, parameters),
+    );
+    // true on PostgreSQL, 1 on SQLite.
+    await this.prelude(ctx, operation, beside === true || beside === 1);
+    let first: SimVm | null | undefined = row;
+    return async (em) => {
+      const vm = first !== undefined ? first : await this.statements.findOne(em, { backendId });
+      first = undefined;
+      return vm;
+    };
+  }
+
   /** Armed faults first, then the simulated time the operation takes. */
-  private async prelude(ctx: OperationContext, operation: SimOperation): Promise<void> {
-    const fault = await this.faults.consume(operation, ctx.instanceId);
+  private async prelude(
+    ctx: OperationContext,
+    operation: SimOperation,
+    armed?: boolean,
+  ): Promise<void> {
+    const fault = await this.faults.consume(operation, ctx.instanceId, armed);
     if (fault?.mode === 'hang') {
       await sleep(2 ** 31 - 1, undefined, { signal: ctx.signal }).catch(() => undefined);
       throw new BackendError(`simulated backend error: ${operation} did not answer`, false);
@@ -153,9 +183,9 @@ export class SimulatedBackend implements CloudBackend {
     backendId: string,
     change: (vm: SimVm) => boolean,
   ): Promise<void> {
-    await this.prelude(ctx, operation);
+    const read = await this.readVm(ctx, operation, backendId);
     await this.applyOnce(ctx, operation, async (em) => {
-      const vm = await this.statements.findOne(em, { backendId });
+      const vm = await read(em);
       if (!vm || vm.state === 'deleted') {
         throw new BackendError(
           `simulated backend error: VM ${backendId || '(none)'} does not exist`,
@@ -169,10 +199,10 @@ export class SimulatedBackend implements CloudBackend {
   }
 
   /**
-   * Runs `apply`, which reads a VM and changes it only if it is still as read (answering whether
-   * it did), until it does. SQLite runs it in a write transaction, where nothing changes between
-   * the read and the write; PostgreSQL with no transaction: one round trip each, and a VM changed
-   * meanwhile is read again.
+   * Runs `apply`, which reads a VM (or takes the read `readVm` made) and changes it only if it
+   * is still as read (answering whether it did), until it does. SQLite runs it in a write
+   * transaction; PostgreSQL with no transaction, one round trip each. A VM changed since it was
+   * read is read again.
    */
   private async applyOnce(
     ctx: OperationContext,
