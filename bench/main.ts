@@ -220,7 +220,7 @@ async function run(options: BenchOptions, results: BenchResults, cleanup: Cleanu
       results.floorRatios[phase.phase] = ratio(phase.perSecond, results.floor.commits.perSecond);
     }
     service.enterPhase('HTTP stack');
-    log(`HTTP stack alone: ${options.acceptRequests} GET /api/flavors`);
+    log(`HTTP stack alone: ${Math.max(4000, options.acceptRequests)} GET /api/flavors`);
     results.httpStack = await runHttpStack({
       service,
       token: user.token,

@@ -41,9 +41,9 @@ describe('beginning an operation', () => {
       id: operation.id,
       instanceId: created.id,
       action: 'provision',
-      params: {},
       status: OperationStatus.Running,
     });
+    expect(started?.operation.params).toEqual({});
     expect(started?.operation.createdAt).toEqual(operation.createdAt);
     expect(started?.instance).toMatchObject({
       id: created.id,

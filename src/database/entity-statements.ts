@@ -77,15 +77,6 @@ export async function execute(
   }
 }
 
-/**
- * Plain statements on one entity's table for the transition hot path, where TypeORM's query
- * builders cost more CPU than the statements they build (every transition runs several). The
- * SQL comes from the entity's TypeORM metadata (table and column names), values go to and come
- * from the database through TypeORM's driver (`preparePersistentValue` / `prepareHydratedValue`:
- * times as UTC text on SQLite, JSON columns, ...), so the entity classes stay the one schema.
- * The SQL of each statement shape is built once, and prepared once per connection (`execute`;
- * better-sqlite3's statements are kept by TypeORM's driver).
- */
 /** The parts of an UPDATE or DELETE that decide its SQL (see `updateShape`). */
 interface Shape {
   setKeys: string[];
@@ -95,6 +86,17 @@ interface Shape {
   key: string;
 }
 
+/**
+ * Plain statements on one entity's table for the hot paths (transitions, the simulated cloud,
+ * event log reads), where TypeORM's query builders cost more CPU than the statements they build
+ * (every transition runs several); a read may take one other table's row or expression with it
+ * (`findOneWith`, `findOneBeside`). The SQL comes from the entity's TypeORM metadata (table and
+ * column names), values go to and come from the database through TypeORM's driver
+ * (`preparePersistentValue` / `prepareHydratedValue`: times as UTC text on SQLite, JSON columns,
+ * ...), so the entity classes stay the one schema. The SQL of each statement shape is built
+ * once, and prepared once per connection (`execute`; better-sqlite3's statements are kept by
+ * TypeORM's driver). Reads match columns equal to values, never null.
+ */
 export class EntityStatements<T extends ObjectLiteral> {
   private readonly meta: EntityMetadata;
   private readonly byProperty = new Map<string, ColumnMetadata>();
@@ -410,10 +412,12 @@ export class EntityStatements<T extends ObjectLiteral> {
   /** The columns of the table as `alias`, each selected as `<alias>_<column>`. */
   private aliasedList(alias: string): string {
     return this.meta.columns
-      .map(
-        (c) =>
-          `${alias}.${this.quote(c.databaseName)} AS ${this.quote(`${alias}_${c.databaseName}`)}`,
-      )
+      .map((c) => {
+        const name = `${alias}_${c.databaseName}`;
+        // PostgreSQL would cut a longer name short, and the column would read as missing.
+        if (name.length > 63) throw new Error(`Column alias '${name}' is over 63 characters`);
+        return `${alias}.${this.quote(c.databaseName)} AS ${this.quote(name)}`;
+      })
       .join(', ');
   }
 
