@@ -6,7 +6,7 @@ import { round } from './stats';
 
 const TRANSITIONAL_QUERY = TRANSITIONAL_STATES.map((s) => `state=${s}`).join('&');
 export const LIST_PATH = '/api/instances?state=online&limit=50';
-const LIST_REQUESTS = 300;
+const LIST_REQUESTS = 1000;
 const LIST_WARMUP = 20;
 
 export interface GrowthStep {
