@@ -22,7 +22,7 @@ import { ratio, round } from './stats';
 
 const ADMIN_TOKEN = 'provisor-bench-admin-token';
 const MAIN_JS = join(PROJECT_ROOT, 'dist/main.js');
-const WARMUP_INSTANCES = 100;
+const WARMUP_INSTANCES = 1000;
 /** Kept from the scratch directory, to be written beside the results of a failed run. */
 let serviceLog = '';
 
