@@ -90,6 +90,15 @@ describe('EntityStatements against TypeORM', () => {
     expect(read).toEqual(written);
   });
 
+  it('inserts a row unless its unique key is taken, and says which', async () => {
+    const first = instance();
+    expect(await instances.insertIfAbsent(dataSource.manager, first, ['id'])).toBe(true);
+    const again = { ...first, name: 'another' };
+    expect(await instances.insertIfAbsent(dataSource.manager, again, ['id'])).toBe(false);
+    const read = await dataSource.getRepository(Instance).findOneByOrFail({ id: first.id });
+    expect(read).toEqual(first);
+  });
+
   it('reads rows that TypeORM wrote unchanged, and null for none', async () => {
     const written = instance({ operationId: randomUUID(), errorMessage: 'boom' });
     await dataSource.getRepository(Instance).insert(written);

@@ -253,6 +253,28 @@ export class EntityStatements<T extends ObjectLiteral> {
   }
 
   /**
+   * Inserts the row unless one with the same `unique` columns (covered by a unique index) is
+   * there already; answers whether it did.
+   */
+  async insertIfAbsent(
+    em: EntityManager,
+    row: Partial<T>,
+    unique: readonly (keyof T & string)[],
+  ): Promise<boolean> {
+    const keys = Object.keys(row).filter((key) => row[key] !== undefined);
+    const sql = this.sql(`insert-absent:${keys.join(',')}:${unique.join(',')}`, () => {
+      const columns = keys.map((key) => this.column(key)).join(', ');
+      const values = keys.map((_, k) => this.placeholder(k)).join(', ');
+      const conflict = unique.map((key) => this.column(key)).join(', ');
+      return (
+        `INSERT INTO ${this.table} (${columns}) VALUES (${values}) ` +
+        `ON CONFLICT (${conflict}) DO NOTHING`
+      );
+    });
+    return (await execute(this.dataSource, em, sql, this.values(row, keys))).affected === 1;
+  }
+
+  /**
    * Sets `set` on the rows matching `where`, where an array value means "one of"; answers how
    * many rows changed.
    */

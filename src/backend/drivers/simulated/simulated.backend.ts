@@ -36,12 +36,11 @@ export class SimulatedBackend implements CloudBackend {
   }
 
   async provision(ctx: OperationContext, spec: VmSpec): Promise<{ backendId: string }> {
-    await this.prelude(ctx, 'provision');
+    // One VM per instance: a re-run of provisioning finds the VM it made.
+    const existing = await this.lookUp(ctx, 'provision', { instanceId: ctx.instanceId });
+    if (existing) return { backendId: existing.backendId };
     return this.tx.runUnlocked(async (em) => {
       this.stillWanted(ctx, 'provision');
-      // One VM per instance: a re-run of provisioning finds the VM it made.
-      const existing = await this.statements.findOne(em, { instanceId: ctx.instanceId });
-      if (existing) return { backendId: existing.backendId };
       const now = new Date();
       const vm: SimVm = {
         backendId: `sim-${uuidv7()}`,
@@ -53,8 +52,12 @@ export class SimulatedBackend implements CloudBackend {
         createdAt: now,
         updatedAt: now,
       };
-      await this.statements.insert(em, [vm]);
-      return { backendId: vm.backendId };
+      if (await this.statements.insertIfAbsent(em, vm, ['instanceId'])) {
+        return { backendId: vm.backendId };
+      }
+      // A run of the same operation beside this one made it first.
+      const made = await this.statements.findOne(em, { instanceId: ctx.instanceId });
+      return { backendId: made!.backendId };
     });
   }
 
@@ -127,19 +130,31 @@ export class SimulatedBackend implements CloudBackend {
     operation: SimOperation,
     backendId: string,
   ): Promise<(em: EntityManager) => Promise<SimVm | null>> {
-    const { row, beside } = await this.statements.findOneBeside(
-      this.dataSource.manager,
-      { backendId },
-      (parameters) => this.faults.armedInto(operation, parameters),
-    );
-    // true on PostgreSQL, 1 on SQLite.
-    await this.prelude(ctx, operation, beside === true || beside === 1);
-    let first: SimVm | null | undefined = row;
+    let first: SimVm | null | undefined = await this.lookUp(ctx, operation, { backendId });
     return async (em) => {
       const vm = first !== undefined ? first : await this.statements.findOne(em, { backendId });
       first = undefined;
       return vm;
     };
+  }
+
+  /**
+   * Reads the VM matching `where` with the fault check beside it, in one statement, then runs
+   * the prelude (`prelude`) with what the check found.
+   */
+  private async lookUp(
+    ctx: OperationContext,
+    operation: SimOperation,
+    where: Partial<SimVm>,
+  ): Promise<SimVm | null> {
+    const { row, beside } = await this.statements.findOneBeside(
+      this.dataSource.manager,
+      where,
+      (parameters) => this.faults.armedInto(operation, parameters),
+    );
+    // true on PostgreSQL, 1 on SQLite.
+    await this.prelude(ctx, operation, beside === true || beside === 1);
+    return row;
   }
 
   /** Armed faults first, then the simulated time the operation takes. */
