@@ -2,7 +2,7 @@ import Bull from 'bull';
 import { randomUUID } from 'node:crypto';
 import { assertClean, BenchError, runLoad } from './client';
 import { COMMITS_PER_OPERATION, type BenchDatabase } from './database';
-import { round } from './stats';
+import { cpuMsPer, round } from './stats';
 
 export interface FloorRun {
   jobs: number;
@@ -165,9 +165,6 @@ export async function runHttpStack(spec: {
     perSecond: load.perSecond,
     p50Ms: load.p50Ms,
     p99Ms: load.p99Ms,
-    cpuMsPerRequest:
-      cpuBefore === null || cpuAfter === null
-        ? null
-        : round(((cpuAfter - cpuBefore) * 1000) / load.requests, 3),
+    cpuMsPerRequest: cpuMsPer(cpuBefore, cpuAfter, load.requests),
   };
 }

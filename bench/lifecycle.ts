@@ -1,7 +1,7 @@
 import { ApiClient, BenchError, runLoad, type LoadRequest, type LoadResult } from './client';
 import { CompletionTracker, type EventWatcher } from './event-stream';
 import type { ServiceProcess } from './service';
-import { round, summarize, type Latency } from './stats';
+import { cpuMsPer, round, summarize, type Latency } from './stats';
 
 /** `restop`: delete is allowed from offline only, so the instances stop again before it. */
 export type PhaseName = 'provision' | 'stop' | 'start' | 'restop' | 'delete';
@@ -191,10 +191,7 @@ export class Lifecycle {
         errors: load.errors,
         timeouts: load.timeouts,
       },
-      cpuMsPerOperation:
-        cpuBefore === null || cpuAfter === null
-          ? null
-          : round(((cpuAfter - cpuBefore) * 1000) / count, 3),
+      cpuMsPerOperation: cpuMsPer(cpuBefore, cpuAfter, count),
       clientCpuPercent: round(
         (client.user + client.system) / 1e4 / ((performance.now() - started) / 1000),
         1,

@@ -36,3 +36,12 @@ export function round(value: number, digits = 2): number {
 export function ratio(value: number, base: number): number {
   return base > 0 ? round(value / base, 3) : NaN;
 }
+
+/** CPU milliseconds per unit between two readings in seconds; null where either is unknown. */
+export function cpuMsPer(
+  before: number | null,
+  after: number | null,
+  count: number,
+): number | null {
+  return before === null || after === null ? null : round(((after - before) * 1000) / count, 3);
+}

@@ -128,7 +128,7 @@ export class EntityStatements<T extends ObjectLiteral> {
     const keys = Object.keys(where);
     const lock = options.forUpdate && this.postgres;
     const sql = this.sql(`select:${keys.join(',')}:${lock ? 'lock' : ''}`, () => {
-      const conditions = keys.map((key, i) => `${this.column(key)} = ${this.placeholder(i)}`);
+      const conditions = this.equalities(keys);
       return (
         `SELECT ${this.selectList} FROM ${this.table} WHERE ${conditions.join(' AND ')} LIMIT 1` +
         (lock ? ' FOR UPDATE' : '')
@@ -150,7 +150,7 @@ export class EntityStatements<T extends ObjectLiteral> {
   ): Promise<T[]> {
     const keys = Object.keys(where);
     const sql = this.sql(`after:${keys.join(',')}:${after.key}`, () => {
-      const conditions = keys.map((key, i) => `${this.column(key)} = ${this.placeholder(i)}`);
+      const conditions = this.equalities(keys);
       const order = this.column(after.key);
       conditions.push(`${order} > ${this.placeholder(keys.length)}`);
       return (
@@ -179,9 +179,7 @@ export class EntityStatements<T extends ObjectLiteral> {
     const offset = parameters.length;
     parameters.push(...this.values(where, keys));
     const sql = this.sql(`beside:${expression}:${offset}:${keys.join(',')}`, () => {
-      const conditions = keys.map(
-        (key, i) => `b.${this.column(key)} = ${this.placeholder(offset + i)}`,
-      );
+      const conditions = this.equalities(keys, offset, 'b');
       return (
         `SELECT ${expression} AS "beside", ${this.aliasedList('b')} FROM (SELECT 1 AS one) one ` +
         `LEFT JOIN ${this.table} b ON ${conditions.join(' AND ')} LIMIT 1`
@@ -201,9 +199,7 @@ export class EntityStatements<T extends ObjectLiteral> {
     const offset = parameters.length;
     parameters.push(...this.values(where, keys));
     return this.sql(`exists:${keys.join(',')}:${offset}`, () => {
-      const conditions = keys.map(
-        (key, i) => `${this.column(key)} = ${this.placeholder(offset + i)}`,
-      );
+      const conditions = this.equalities(keys, offset);
       return `EXISTS (SELECT 1 FROM ${this.table} WHERE ${conditions.join(' AND ')})`;
     });
   }
@@ -220,7 +216,7 @@ export class EntityStatements<T extends ObjectLiteral> {
   ): Promise<[T, U | null] | null> {
     const keys = Object.keys(where);
     const sql = this.sql(`with:${other.table}:${on.own}:${on.other}:${keys.join(',')}`, () => {
-      const conditions = keys.map((key, i) => `a.${this.column(key)} = ${this.placeholder(i)}`);
+      const conditions = this.equalities(keys, 0, 'a');
       return (
         `SELECT ${this.aliasedList('a')}, ${other.aliasedList('b')} FROM ${this.table} a ` +
         `LEFT JOIN ${other.table} b ON b.${other.column(on.other)} = a.${this.column(on.own)} ` +
@@ -345,6 +341,12 @@ export class EntityStatements<T extends ObjectLiteral> {
     return this.sql(`delete:${shape.key}:${offset}`, () => {
       return `DELETE FROM ${this.table} WHERE ${this.conditions(shape, offset)}`;
     });
+  }
+
+  /** `column = value` for each key, placeholders numbered from `offset`, columns of `alias`. */
+  private equalities(keys: readonly string[], offset = 0, alias?: string): string[] {
+    const prefix = alias ? `${alias}.` : '';
+    return keys.map((key, i) => `${prefix}${this.column(key)} = ${this.placeholder(offset + i)}`);
   }
 
   /** A shape's WHERE conditions, placeholders numbered from `offset`. */
