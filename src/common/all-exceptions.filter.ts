@@ -46,7 +46,7 @@ const REASON: Record<number, string> = {
  * from the body parser keep their 4xx; anything unexpected is logged and answered as a bare 500,
  * so no stack trace or SQL ever reaches a client.
  */
-export function toErrorBody(exception: unknown, logger?: Logger): ErrorBody {
+export function toErrorBody(exception: unknown, logger?: ErrorLog): ErrorBody {
   if (exception instanceof DomainError) {
     const statusCode = STATUS_OF[exception.code];
     return { statusCode, error: REASON[statusCode], message: exception.message };
@@ -117,13 +117,25 @@ function statusOf(exception: unknown, body: ErrorBody): number {
   return exception instanceof HttpException ? exception.getStatus() : body.statusCode;
 }
 
+/** Where an unexpected error's stack goes: a Nest logger, or a request's own pino logger. */
+interface ErrorLog {
+  error(message: string): unknown;
+}
+
 @Catch()
 export class AllExceptionsFilter implements ExceptionFilter {
   private readonly logger = new Logger('HttpErrors');
 
   catch(exception: unknown, host: ArgumentsHost): void {
     const response = host.switchToHttp().getResponse<Response>();
-    const body = toErrorBody(exception, this.logger);
+    // The request's logger (pino-http's `req.log`) puts its id, method and URL on the line.
+    const { log } = host.switchToHttp().getRequest<{ log?: { child(b: object): ErrorLog } }>();
+    const body = toErrorBody(
+      exception,
+      log
+        ? { error: (message) => log.child({ context: 'HttpErrors' }).error(message) }
+        : this.logger,
+    );
     if (response.headersSent) return;
     response.status(statusOf(exception, body)).json(body);
   }

@@ -76,7 +76,9 @@ export function openEventStream(
         if (batch.length === BATCH) again = true;
       } while (again && !closed);
     } catch (error) {
-      logger.warn(`Event stream read failed: ${(error as Error).message}`);
+      logger.warn(
+        `Event stream read failed (request ${String(req.id)}): ${(error as Error).message}`,
+      );
     } finally {
       reading = false;
     }

@@ -19,6 +19,7 @@ import { ApiErrors } from '../common/api-errors.decorator';
 import { NoBody } from '../common/no-body.interceptor';
 import { ApiIdParam, parseUuid } from '../common/uuid.pipe';
 import { Idempotent } from '../idempotency/idempotent.decorator';
+import { RequestId } from '../logging/request-id.decorator';
 import { Action } from '../state-machine/instance.machine';
 import { TransitionService } from '../state-machine/transition.service';
 import { DEFAULT_IMAGE } from './catalog';
@@ -72,6 +73,7 @@ export class InstancesController {
   async create(
     @Body() body: CreateInstanceDto,
     @CurrentUser() actor: Actor,
+    @RequestId() requestId: string | undefined,
     @Res({ passthrough: true }) res: Response,
   ): Promise<InstanceDto> {
     const instance = await this.transitions.create(
@@ -82,6 +84,7 @@ export class InstancesController {
         description: body.description ?? '',
       },
       actor,
+      requestId,
     );
     res.location(`/api/instances/${instance.id}`);
     return InstanceDto.of(instance, actor);
@@ -139,8 +142,12 @@ export class InstancesController {
   async delete(
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
+    @RequestId() requestId: string | undefined,
   ): Promise<InstanceDto> {
-    return InstanceDto.of(await this.transitions.schedule(id, Action.Delete, actor), actor);
+    return InstanceDto.of(
+      await this.transitions.schedule(id, Action.Delete, actor, { requestId }),
+      actor,
+    );
   }
 
   @Post(':id/start')
@@ -150,8 +157,12 @@ export class InstancesController {
   async start(
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
+    @RequestId() requestId: string | undefined,
   ): Promise<InstanceDto> {
-    return InstanceDto.of(await this.transitions.schedule(id, Action.Start, actor), actor);
+    return InstanceDto.of(
+      await this.transitions.schedule(id, Action.Start, actor, { requestId }),
+      actor,
+    );
   }
 
   @Post(':id/stop')
@@ -161,8 +172,12 @@ export class InstancesController {
   async stop(
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
+    @RequestId() requestId: string | undefined,
   ): Promise<InstanceDto> {
-    return InstanceDto.of(await this.transitions.schedule(id, Action.Stop, actor), actor);
+    return InstanceDto.of(
+      await this.transitions.schedule(id, Action.Stop, actor, { requestId }),
+      actor,
+    );
   }
 
   @Post(':id/restart')
@@ -172,8 +187,12 @@ export class InstancesController {
   async restart(
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
+    @RequestId() requestId: string | undefined,
   ): Promise<InstanceDto> {
-    return InstanceDto.of(await this.transitions.schedule(id, Action.Restart, actor), actor);
+    return InstanceDto.of(
+      await this.transitions.schedule(id, Action.Restart, actor, { requestId }),
+      actor,
+    );
   }
 
   @Post(':id/resize')
@@ -183,9 +202,13 @@ export class InstancesController {
     @Param('id', parseUuid()) id: string,
     @Body() body: ResizeInstanceDto,
     @CurrentUser() actor: Actor,
+    @RequestId() requestId: string | undefined,
   ): Promise<InstanceDto> {
     return InstanceDto.of(
-      await this.transitions.schedule(id, Action.Resize, actor, { flavor: body.flavor }),
+      await this.transitions.schedule(id, Action.Resize, actor, {
+        params: { flavor: body.flavor },
+        requestId,
+      }),
       actor,
     );
   }
@@ -197,8 +220,12 @@ export class InstancesController {
   async pull(
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
+    @RequestId() requestId: string | undefined,
   ): Promise<InstanceDto> {
-    return InstanceDto.of(await this.transitions.schedule(id, Action.Pull, actor), actor);
+    return InstanceDto.of(
+      await this.transitions.schedule(id, Action.Pull, actor, { requestId }),
+      actor,
+    );
   }
 
   @Get(':id/transitions')

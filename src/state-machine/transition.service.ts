@@ -7,7 +7,6 @@ import type { Actor } from '../auth/actor';
 import { DomainError, DomainErrorCode } from '../common/domain-error';
 import { EntityStatements, Where, execute } from '../database/entity-statements';
 import { EVENT_LOG_LOCK, TransactionRunner } from '../database/transaction-runner';
-import { RequestContext } from '../logging/request-context';
 import { INSTANCE_EVENT, OPERATION_SCHEDULED } from './domain-events';
 import { InstanceEvent } from './instance-event.entity';
 import { InstanceTransition } from './instance-transition.entity';
@@ -133,7 +132,8 @@ export class TransitionService {
 
   // ---- requests ---------------------------------------------------------------------------
 
-  async create(input: NewInstance, actor: Actor): Promise<Instance> {
+  /** `requestId`: the request asking, remembered by the operation and its job's log lines. */
+  async create(input: NewInstance, actor: Actor, requestId?: string): Promise<Instance> {
     const spec = INSTANCE_MACHINE[Action.Provision];
     return this.write(async (em, changes) => {
       const now = new Date();
@@ -155,7 +155,7 @@ export class TransitionService {
       });
       changes.instanceInserts.push(instance);
       this.record(changes, instance, null, Action.Provision, 'scheduled', now);
-      this.enqueue(changes, instance.id, operationId, Action.Provision, {}, now);
+      this.enqueue(changes, instance.id, operationId, Action.Provision, {}, now, requestId);
       return instance;
     });
   }
@@ -164,7 +164,7 @@ export class TransitionService {
     id: string,
     action: Exclude<Action, Action.Provision>,
     actor: Actor,
-    params: OperationParams = {},
+    { params = {}, requestId }: { params?: OperationParams; requestId?: string } = {},
   ): Promise<Instance> {
     const spec = INSTANCE_MACHINE[action];
     return this.write(async (em, changes) => {
@@ -198,6 +198,7 @@ export class TransitionService {
         action,
         forced ? { ...params, force: true } : params,
         now,
+        requestId,
       );
       return instance;
     });
@@ -550,6 +551,7 @@ export class TransitionService {
     action: Action,
     params: OperationParams,
     now: Date,
+    requestId: string | undefined,
   ): void {
     const operation: Operation = Object.assign(new Operation(), {
       id,
@@ -558,7 +560,7 @@ export class TransitionService {
       params,
       status: OperationStatus.Pending,
       errorMessage: '',
-      requestId: RequestContext.requestId() || null,
+      requestId: requestId ?? null,
       dispatchAfter: new Date(now.getTime() + RELAY_GRACE_MS),
       createdAt: now,
       updatedAt: now,
