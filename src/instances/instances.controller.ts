@@ -16,7 +16,7 @@ import type { Response } from 'express';
 import type { Actor } from '../auth/actor';
 import { CurrentUser, Staff } from '../auth/auth.decorators';
 import { ApiErrors } from '../common/api-errors.decorator';
-import { NoBody } from '../common/no-body.interceptor';
+import { NoBody } from '../common/no-body.guard';
 import { ApiIdParam, parseUuid } from '../common/uuid.pipe';
 import { Idempotent } from '../idempotency/idempotent.decorator';
 import { RequestId } from '../logging/request-id.decorator';

@@ -1,23 +1,22 @@
 import {
   BadRequestException,
-  CallHandler,
+  CanActivate,
   ExecutionContext,
   Injectable,
-  NestInterceptor,
-  UseInterceptors,
+  UseGuards,
 } from '@nestjs/common';
 import type { Request } from 'express';
-import { Observable } from 'rxjs';
 
 /**
  * For routes that take no body: any field sent is unknown, and unknown fields are a `400`, in
- * the words the validation pipe uses for other routes.
+ * the words the validation pipe uses for other routes. A guard, not an interceptor: it only
+ * refuses, and a route with no interceptor skips Nest's per-request interceptor chain.
  */
 @Injectable()
-export class NoBodyInterceptor implements NestInterceptor {
-  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+export class NoBodyGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
     const body: unknown = context.switchToHttp().getRequest<Request>().body;
-    if (body === undefined || body === null) return next.handle();
+    if (body === undefined || body === null) return true;
     if (typeof body !== 'object' || Array.isArray(body)) {
       throw new BadRequestException(['This request takes no body']);
     }
@@ -25,9 +24,9 @@ export class NoBodyInterceptor implements NestInterceptor {
     if (fields.length > 0) {
       throw new BadRequestException(fields.map((field) => `property ${field} should not exist`));
     }
-    return next.handle();
+    return true;
   }
 }
 
 /** The route takes no body. */
-export const NoBody = () => UseInterceptors(NoBodyInterceptor);
+export const NoBody = () => UseGuards(NoBodyGuard);
