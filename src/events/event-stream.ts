@@ -76,9 +76,9 @@ export function openEventStream(
         if (batch.length === BATCH) again = true;
       } while (again && !closed);
     } catch (error) {
-      logger.warn(
-        `Event stream read failed (request ${String(req.id)}): ${(error as Error).message}`,
-      );
+      // On the request's own logger (pino-http's `req.log`): the line names the request.
+      const log: Pick<Logger, 'warn'> = req.log?.child({ context: 'EventStream' }) ?? logger;
+      log.warn(`Event stream read failed: ${(error as Error).message}`);
     } finally {
       reading = false;
     }

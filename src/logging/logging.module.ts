@@ -11,6 +11,9 @@ const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 /** The process's pino logger: Nest's own log lines and every request line go through it. */
 export const ROOT_LOGGER = Symbol('ROOT_LOGGER');
 
+/** Where JSON log lines go: null for standard output; a test may give a stream of its own. */
+export const LOG_DESTINATION = Symbol('LOG_DESTINATION');
+
 /**
  * Structured logs with pino: one JSON line per request (pretty with LOG_FORMAT=pretty) carrying a
  * request id, which is also answered as `X-Request-Id` and carried into the jobs the request
@@ -18,29 +21,42 @@ export const ROOT_LOGGER = Symbol('ROOT_LOGGER');
  * and `access_token` is cut from logged URLs.
  *
  * Nest's `Logger` writes through nestjs-pino's adapter. Its `LoggerModule` is not used: that
- * binds each request's logger with an `AsyncLocalStorage`, and on Node 20 any active
- * `AsyncLocalStorage` installs promise hooks that run for every promise the process makes, about
- * a tenth of the CPU an operation costs (measured by `npm run bench`). What a request logs
- * itself goes through `req.log`, pino-http's logger bound to that request.
+ * binds each request's logger with an `AsyncLocalStorage`, and on Node 20 an entered
+ * `AsyncLocalStorage` installs promise hooks that run for every promise the process makes (11 to
+ * 14 % of the CPU of an operation in `npm run bench`). So Nest's `Logger` never knows the
+ * request: what must name one logs on `req.log`, pino-http's logger bound to that request, and
+ * nestjs-pino's request-scoped features (`PinoLogger.assign`, `@InjectPinoLogger`) are not
+ * provided.
  */
 @Global()
 @Module({
   providers: [
+    { provide: LOG_DESTINATION, useValue: null },
     {
       provide: ROOT_LOGGER,
-      inject: [AppConfig],
-      useFactory: (config: AppConfig): pino.Logger =>
-        pino({
+      inject: [AppConfig, LOG_DESTINATION],
+      useFactory: (config: AppConfig, destination: pino.DestinationStream | null): pino.Logger => {
+        const options: pino.LoggerOptions = {
           level: config.logLevel,
-          transport:
-            config.logFormat === 'pretty'
-              ? {
-                  target: 'pino-pretty',
-                  options: { singleLine: true, translateTime: 'SYS:HH:MM:ss.l' },
-                }
-              : undefined,
           redact: ['req.headers.authorization', 'req.headers.cookie'],
-        }),
+        };
+        const logger = destination
+          ? pino(options, destination)
+          : pino({
+              ...options,
+              transport:
+                config.logFormat === 'pretty'
+                  ? {
+                      target: 'pino-pretty',
+                      options: { singleLine: true, translateTime: 'SYS:HH:MM:ss.l' },
+                    }
+                  : undefined,
+            });
+        // What nestjs-pino's LoggerModule would set: its documented handle on the root logger
+        // (to change the level at run time, say).
+        (PinoLogger as { root: pino.Logger }).root = logger;
+        return logger;
+      },
     },
     {
       provide: PARAMS_PROVIDER_TOKEN,
