@@ -36,13 +36,19 @@ describe('request ids', () => {
     await t.close();
   });
 
-  /** The jobs of an instance's operations, in whatever state Bull has them now. */
-  async function jobsOf(instanceId: string) {
+  /** The completed jobs of an instance's operations, once there are `count` of them. */
+  async function completedJobsOf(instanceId: string, count: number) {
     const queue = t.app.get<Queue>(getQueueToken(QueueName.InstanceOperations));
     // The instance shows its new state once the job's last transition commits, a moment before
     // Bull moves the job to completed.
-    const jobs = await queue.getJobs(['completed', 'active', 'waiting', 'delayed', 'failed']);
-    return jobs.filter((job) => job.data.instanceId === instanceId);
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      const jobs = (await queue.getJobs(['completed'])).filter(
+        (job) => job.data.instanceId === instanceId,
+      );
+      if (jobs.length >= count || Date.now() > deadline) return jobs;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
   }
 
   it('answers the X-Request-Id it was given, and carries it into the job the request scheduled', async () => {
@@ -52,7 +58,7 @@ describe('request ids', () => {
       .expect(202);
     expect(res.headers['x-request-id']).toBe('trace-me-42');
     await admin.waitForState(res.body.id, 'online');
-    const jobs = await jobsOf(res.body.id);
+    const jobs = await completedJobsOf(res.body.id, 1);
     expect(jobs.map((job) => job.data.requestId)).toEqual(['trace-me-42']);
   });
 
@@ -69,7 +75,7 @@ describe('request ids', () => {
       .set('X-Request-Id', 'trace-resize-8')
       .expect(202);
     expect(await admin.waitForState(vm.id, 'offline')).toMatchObject({ flavor: 'large' });
-    const jobs = await jobsOf(vm.id);
+    const jobs = await completedJobsOf(vm.id, 3);
     const requestIds = Object.fromEntries(jobs.map((j) => [j.name, j.data.requestId]));
     expect(requestIds).toEqual({
       // The create sent none: the id made up for it.
