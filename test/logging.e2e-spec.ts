@@ -88,6 +88,7 @@ describe('request logs', () => {
         level: 50,
         msg: 'request errored',
         res: { statusCode: 500 },
+        err: { type: 'Error', message: 'failed with status code 500' },
       });
     } finally {
       history.mockRestore();
