@@ -232,14 +232,10 @@ export class EntityStatements<T extends ObjectLiteral> {
   /** Inserts the rows in one statement; columns the first row does not set keep their defaults. */
   async insert(em: EntityManager, rows: readonly Partial<T>[]): Promise<void> {
     if (rows.length === 0) return;
-    const keys = Object.keys(rows[0]).filter((key) => rows[0][key] !== undefined);
-    const sql = this.sql(`insert:${keys.join(',')}:${rows.length}`, () => {
-      const tuples = rows.map(
-        (_, r) => `(${keys.map((_, k) => this.placeholder(r * keys.length + k)).join(', ')})`,
-      );
-      const columns = keys.map((key) => this.column(key)).join(', ');
-      return `INSERT INTO ${this.table} (${columns}) VALUES ${tuples.join(', ')}`;
-    });
+    const keys = this.setKeys(rows[0]);
+    const sql = this.sql(`insert:${keys.join(',')}:${rows.length}`, () =>
+      this.insertInto(keys, rows.length),
+    );
     await execute(
       this.dataSource,
       em,
@@ -257,15 +253,10 @@ export class EntityStatements<T extends ObjectLiteral> {
     row: Partial<T>,
     unique: readonly (keyof T & string)[],
   ): Promise<boolean> {
-    const keys = Object.keys(row).filter((key) => row[key] !== undefined);
+    const keys = this.setKeys(row);
     const sql = this.sql(`insert-absent:${keys.join(',')}:${unique.join(',')}`, () => {
-      const columns = keys.map((key) => this.column(key)).join(', ');
-      const values = keys.map((_, k) => this.placeholder(k)).join(', ');
       const conflict = unique.map((key) => this.column(key)).join(', ');
-      return (
-        `INSERT INTO ${this.table} (${columns}) VALUES (${values}) ` +
-        `ON CONFLICT (${conflict}) DO NOTHING`
-      );
+      return `${this.insertInto(keys, 1)} ON CONFLICT (${conflict}) DO NOTHING`;
     });
     return (await execute(this.dataSource, em, sql, this.values(row, keys))).affected === 1;
   }
@@ -341,6 +332,21 @@ export class EntityStatements<T extends ObjectLiteral> {
     return this.sql(`delete:${shape.key}:${offset}`, () => {
       return `DELETE FROM ${this.table} WHERE ${this.conditions(shape, offset)}`;
     });
+  }
+
+  /** The properties a row sets; the others keep their columns' defaults. */
+  private setKeys(row: Partial<T>): string[] {
+    return Object.keys(row).filter((key) => row[key] !== undefined);
+  }
+
+  /** `INSERT INTO table (columns) VALUES (...), ...` for `count` rows of `keys`. */
+  private insertInto(keys: readonly string[], count: number): string {
+    const columns = keys.map((key) => this.column(key)).join(', ');
+    const tuples = Array.from(
+      { length: count },
+      (_, r) => `(${keys.map((_, k) => this.placeholder(r * keys.length + k)).join(', ')})`,
+    );
+    return `INSERT INTO ${this.table} (${columns}) VALUES ${tuples.join(', ')}`;
   }
 
   /** `column = value` for each key, placeholders numbered from `offset`, columns of `alias`. */
