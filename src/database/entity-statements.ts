@@ -1,6 +1,8 @@
+import type { Database as SqliteDatabase, Statement as SqliteStatement } from 'better-sqlite3';
 import type { Pool } from 'pg';
 import { QueryFailedError } from 'typeorm';
 import type { DataSource, EntityManager, EntityTarget, ObjectLiteral } from 'typeorm';
+import type { BetterSqlite3Driver } from 'typeorm/driver/better-sqlite3/BetterSqlite3Driver';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
 import type { EntityMetadata } from 'typeorm/metadata/EntityMetadata';
@@ -34,12 +36,33 @@ function preparedName(sql: string, fresh = false): string {
   return name;
 }
 
+/** Statements of the SQLite connection, by SQL; one per statement shape, like `preparedNames`. */
+const sqliteStatements = new WeakMap<SqliteDatabase, Map<string, SqliteStatement>>();
+
+function sqliteStatement(connection: SqliteDatabase, sql: string): SqliteStatement {
+  let statements = sqliteStatements.get(connection);
+  if (!statements) sqliteStatements.set(connection, (statements = new Map()));
+  let statement = statements.get(sql);
+  if (!statement) {
+    statement = connection.prepare(sql);
+    statements.set(sql, statement);
+  }
+  return statement;
+}
+
 /**
- * Runs a statement of the hot path; answers its rows and how many rows it changed. Inside a
- * transaction, on the transaction's connection through TypeORM. Outside one on PostgreSQL, as a
- * named prepared statement on a pooled connection: each connection parses and plans a shape
- * once (PostgreSQL then reuses a generic plan), where a plain query is parsed and planned on
- * every run. Errors are TypeORM's `QueryFailedError` either way.
+ * Runs a statement of the hot path; answers its rows and how many rows it changed. Errors are
+ * TypeORM's `QueryFailedError` on either database.
+ *
+ * PostgreSQL: inside a transaction, on the transaction's connection through TypeORM; outside
+ * one, as a named prepared statement on a pooled connection: each connection parses and plans a
+ * shape once (PostgreSQL then reuses a generic plan), where a plain query is parsed and planned
+ * on every run.
+ *
+ * SQLite: on TypeORM's one connection (which every transaction uses too, so a statement inside
+ * one is part of it), as a better-sqlite3 statement prepared once per shape, run on the spot.
+ * TypeORM's query runner would add an allocation-heavy wrapper (events, result objects, two
+ * promise hops) around every statement, and a transition runs several.
  */
 export async function execute(
   dataSource: DataSource,
@@ -47,33 +70,39 @@ export async function execute(
   sql: string,
   values: unknown[],
 ): Promise<{ rows: Record<string, unknown>[]; affected: number }> {
-  if (!em.queryRunner && dataSource.options.type === 'postgres') {
-    const pool = (dataSource.driver as PostgresDriver).master as Pool;
-    const run = (name: string) => pool.query<Record<string, unknown>>({ name, text: sql, values });
+  if (dataSource.options.type === 'better-sqlite3') {
+    const connection = (dataSource.driver as BetterSqlite3Driver)
+      .databaseConnection as SqliteDatabase;
     try {
-      let result;
-      try {
-        result = await run(preparedName(sql));
-      } catch (error) {
-        if (!STALE_PREPARED.has((error as { code?: string }).code ?? '')) throw error;
-        result = await run(preparedName(sql, true));
+      const statement = sqliteStatement(connection, sql);
+      if (statement.reader) {
+        return { rows: statement.all(...values) as Record<string, unknown>[], affected: 0 };
       }
-      return { rows: result.rows, affected: result.rowCount ?? 0 };
+      return { rows: [], affected: statement.run(...values).changes };
     } catch (error) {
       throw new QueryFailedError(sql, values, error as Error);
     }
   }
-  // The runner of the transaction; outside one, a runner of its own (TypeORM's `em.query`
-  // answers no count of changed rows).
-  const runner = em.queryRunner ?? dataSource.createQueryRunner();
-  try {
-    const result = (await runner.query(sql, values, true)) as {
+  if (em.queryRunner) {
+    const result = (await em.queryRunner.query(sql, values, true)) as {
       records?: Record<string, unknown>[];
       affected?: number;
     };
     return { rows: result.records ?? [], affected: result.affected ?? 0 };
-  } finally {
-    if (!em.queryRunner) await runner.release();
+  }
+  const pool = (dataSource.driver as PostgresDriver).master as Pool;
+  const run = (name: string) => pool.query<Record<string, unknown>>({ name, text: sql, values });
+  try {
+    let result;
+    try {
+      result = await run(preparedName(sql));
+    } catch (error) {
+      if (!STALE_PREPARED.has((error as { code?: string }).code ?? '')) throw error;
+      result = await run(preparedName(sql, true));
+    }
+    return { rows: result.rows, affected: result.rowCount ?? 0 };
+  } catch (error) {
+    throw new QueryFailedError(sql, values, error as Error);
   }
 }
 
@@ -94,8 +123,8 @@ interface Shape {
  * column names), values go to and come from the database through TypeORM's driver
  * (`preparePersistentValue` / `prepareHydratedValue`: times as UTC text on SQLite, JSON columns,
  * ...), so the entity classes stay the one schema. The SQL of each statement shape is built
- * once, and prepared once per connection (`execute`; better-sqlite3's statements are kept by
- * TypeORM's driver). Reads match columns equal to values, never null.
+ * once, and prepared once per connection (`execute`). Reads match columns equal to values,
+ * never null.
  */
 export class EntityStatements<T extends ObjectLiteral> {
   private readonly meta: EntityMetadata;
