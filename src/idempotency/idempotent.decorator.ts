@@ -1,5 +1,50 @@
-import { UseInterceptors } from '@nestjs/common';
-import { IdempotencyInterceptor } from './idempotency.interceptor';
+import { createParamDecorator, ExecutionContext } from '@nestjs/common';
+import { HTTP_CODE_METADATA } from '@nestjs/common/constants';
+import type { Request, Response } from 'express';
+import { createHash } from 'node:crypto';
+import type { Actor } from '../auth/actor';
+import { DomainError, DomainErrorCode } from '../common/domain-error';
 
-/** The route honours `Idempotency-Key`. */
-export const Idempotent = () => UseInterceptors(IdempotencyInterceptor);
+/** A request that carries an `Idempotency-Key`: what `Idempotency.run` keeps its answer by. */
+export interface IdempotentCall {
+  key: string;
+  userId: string;
+  /** Method, path and body: the same key on a different request is refused. */
+  fingerprint: string;
+  /** The route's success status, kept with the answer. */
+  status: number;
+  response: Response;
+}
+
+/**
+ * A route parameter: the request's `Idempotency-Key` as an `IdempotentCall`, or null when the
+ * request has none. The handler runs its work through `Idempotency.run`. A key outside 1 to 255
+ * characters is a `400`.
+ */
+export const Idempotent = createParamDecorator(
+  (_: unknown, context: ExecutionContext): IdempotentCall | null => {
+    const http = context.switchToHttp();
+    const request = http.getRequest<Request & { actor: Actor }>();
+    const key = request.header('idempotency-key');
+    if (key === undefined) return null;
+    if (key.length < 1 || key.length > 255) {
+      throw new DomainError(
+        DomainErrorCode.BadRequest,
+        'Idempotency-Key must be 1 to 255 characters',
+      );
+    }
+    const fingerprint = createHash('sha256')
+      .update(`${request.method} ${request.path} ${JSON.stringify(request.body ?? null)}`)
+      .digest('hex');
+    const status: number =
+      Reflect.getMetadata(HTTP_CODE_METADATA, context.getHandler()) ??
+      (request.method === 'POST' ? 201 : 200);
+    return {
+      key,
+      userId: request.actor.id,
+      fingerprint,
+      status,
+      response: http.getResponse<Response>(),
+    };
+  },
+);

@@ -18,7 +18,8 @@ import { CurrentUser, Staff } from '../auth/auth.decorators';
 import { ApiErrors } from '../common/api-errors.decorator';
 import { NoBody } from '../common/no-body.guard';
 import { ApiIdParam, parseUuid } from '../common/uuid.pipe';
-import { Idempotent } from '../idempotency/idempotent.decorator';
+import { Idempotency } from '../idempotency/idempotency.service';
+import { Idempotent, IdempotentCall } from '../idempotency/idempotent.decorator';
 import { RequestId } from '../logging/request-id.decorator';
 import { Action } from '../state-machine/instance.machine';
 import { TransitionService } from '../state-machine/transition.service';
@@ -38,7 +39,6 @@ import { InstanceQueries } from './instance-queries.service';
 function ActionRoute(operationId: string, summary: string, errors = [400, 401, 404, 409, 422]) {
   return applyDecorators(
     HttpCode(202),
-    Idempotent(),
     ApiOperation({ operationId, summary }),
     ApiHeader({
       name: 'Idempotency-Key',
@@ -61,6 +61,7 @@ export class InstancesController {
   constructor(
     private readonly transitions: TransitionService,
     private readonly queries: InstanceQueries,
+    private readonly idempotency: Idempotency,
   ) {}
 
   @Post()
@@ -75,19 +76,22 @@ export class InstancesController {
     @CurrentUser() actor: Actor,
     @RequestId() requestId: string | undefined,
     @Res({ passthrough: true }) res: Response,
+    @Idempotent() call: IdempotentCall | null,
   ): Promise<InstanceDto> {
-    const instance = await this.transitions.create(
-      {
-        name: body.name,
-        flavor: body.flavor,
-        image: body.image ?? DEFAULT_IMAGE,
-        description: body.description ?? '',
-      },
-      actor,
-      requestId,
-    );
-    res.location(`/api/instances/${instance.id}`);
-    return InstanceDto.of(instance, actor);
+    return this.idempotency.run(call, async () => {
+      const instance = await this.transitions.create(
+        {
+          name: body.name,
+          flavor: body.flavor,
+          image: body.image ?? DEFAULT_IMAGE,
+          description: body.description ?? '',
+        },
+        actor,
+        requestId,
+      );
+      res.location(`/api/instances/${instance.id}`);
+      return InstanceDto.of(instance, actor);
+    });
   }
 
   @Get()
@@ -143,10 +147,13 @@ export class InstancesController {
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
     @RequestId() requestId: string | undefined,
+    @Idempotent() call: IdempotentCall | null,
   ): Promise<InstanceDto> {
-    return InstanceDto.of(
-      await this.transitions.schedule(id, Action.Delete, actor, { requestId }),
-      actor,
+    return this.idempotency.run(call, async () =>
+      InstanceDto.of(
+        await this.transitions.schedule(id, Action.Delete, actor, { requestId }),
+        actor,
+      ),
     );
   }
 
@@ -158,10 +165,13 @@ export class InstancesController {
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
     @RequestId() requestId: string | undefined,
+    @Idempotent() call: IdempotentCall | null,
   ): Promise<InstanceDto> {
-    return InstanceDto.of(
-      await this.transitions.schedule(id, Action.Start, actor, { requestId }),
-      actor,
+    return this.idempotency.run(call, async () =>
+      InstanceDto.of(
+        await this.transitions.schedule(id, Action.Start, actor, { requestId }),
+        actor,
+      ),
     );
   }
 
@@ -173,10 +183,10 @@ export class InstancesController {
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
     @RequestId() requestId: string | undefined,
+    @Idempotent() call: IdempotentCall | null,
   ): Promise<InstanceDto> {
-    return InstanceDto.of(
-      await this.transitions.schedule(id, Action.Stop, actor, { requestId }),
-      actor,
+    return this.idempotency.run(call, async () =>
+      InstanceDto.of(await this.transitions.schedule(id, Action.Stop, actor, { requestId }), actor),
     );
   }
 
@@ -188,10 +198,13 @@ export class InstancesController {
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
     @RequestId() requestId: string | undefined,
+    @Idempotent() call: IdempotentCall | null,
   ): Promise<InstanceDto> {
-    return InstanceDto.of(
-      await this.transitions.schedule(id, Action.Restart, actor, { requestId }),
-      actor,
+    return this.idempotency.run(call, async () =>
+      InstanceDto.of(
+        await this.transitions.schedule(id, Action.Restart, actor, { requestId }),
+        actor,
+      ),
     );
   }
 
@@ -203,13 +216,16 @@ export class InstancesController {
     @Body() body: ResizeInstanceDto,
     @CurrentUser() actor: Actor,
     @RequestId() requestId: string | undefined,
+    @Idempotent() call: IdempotentCall | null,
   ): Promise<InstanceDto> {
-    return InstanceDto.of(
-      await this.transitions.schedule(id, Action.Resize, actor, {
-        params: { flavor: body.flavor },
-        requestId,
-      }),
-      actor,
+    return this.idempotency.run(call, async () =>
+      InstanceDto.of(
+        await this.transitions.schedule(id, Action.Resize, actor, {
+          params: { flavor: body.flavor },
+          requestId,
+        }),
+        actor,
+      ),
     );
   }
 
@@ -221,10 +237,10 @@ export class InstancesController {
     @Param('id', parseUuid()) id: string,
     @CurrentUser() actor: Actor,
     @RequestId() requestId: string | undefined,
+    @Idempotent() call: IdempotentCall | null,
   ): Promise<InstanceDto> {
-    return InstanceDto.of(
-      await this.transitions.schedule(id, Action.Pull, actor, { requestId }),
-      actor,
+    return this.idempotency.run(call, async () =>
+      InstanceDto.of(await this.transitions.schedule(id, Action.Pull, actor, { requestId }), actor),
     );
   }
 
