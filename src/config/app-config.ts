@@ -8,6 +8,8 @@ export class AppConfig {
   readonly host: string;
   readonly databaseUrl: string;
   readonly databaseKind: DatabaseKind;
+  /** PostgreSQL: the most connections this process opens. */
+  readonly databasePoolSize: number;
   readonly redisUrl: string;
   readonly queuePrefix: string;
   readonly role: AppRole;
@@ -36,6 +38,7 @@ export class AppConfig {
     this.host = env.HOST;
     this.databaseUrl = env.DATABASE_URL;
     this.databaseKind = env.DATABASE_URL.startsWith('sqlite:') ? 'sqlite' : 'postgres';
+    this.databasePoolSize = env.DATABASE_POOL_SIZE;
     this.redisUrl = env.REDIS_URL;
     this.queuePrefix = env.QUEUE_PREFIX;
     this.role = env.APP_ROLE;

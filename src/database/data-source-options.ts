@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { DataSourceOptions } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
+import { DATABASE_POOL_DEFAULT } from '../config/environment';
 import { MIGRATIONS } from './migration-list';
 
 /**
@@ -9,7 +10,8 @@ import { MIGRATIONS } from './migration-list';
  * Schema changes are migrations run at start on both databases; `synchronize` stays off.
  */
 export function dataSourceOptions(
-  config: Pick<AppConfig, 'databaseUrl' | 'databaseKind'>,
+  config: Pick<AppConfig, 'databaseUrl' | 'databaseKind'> &
+    Partial<Pick<AppConfig, 'databasePoolSize'>>,
 ): DataSourceOptions {
   const common = {
     migrations: MIGRATIONS,
@@ -18,7 +20,12 @@ export function dataSourceOptions(
     logging: ['error'] as ('error' | 'warn')[],
   };
   if (config.databaseKind === 'postgres') {
-    return { ...common, type: 'postgres', url: config.databaseUrl, poolSize: 20 };
+    return {
+      ...common,
+      type: 'postgres',
+      url: config.databaseUrl,
+      poolSize: config.databasePoolSize ?? DATABASE_POOL_DEFAULT,
+    };
   }
   const path = config.databaseUrl.slice('sqlite:'.length);
   const database = path === ':memory:' ? ':memory:' : resolve(path);
