@@ -65,13 +65,17 @@ export function openEventStream(
           { instanceId: options.instanceId, after: last, limit: BATCH },
           options.actor,
         );
-        for (const event of batch) {
-          if (closed) return;
-          const fits = res.write(
-            `id: ${event.id}\ndata: ${JSON.stringify(EventDto.of(event))}\n\n`,
-          );
-          last = event.id;
-          if (!fits) await Promise.race([new Promise((r) => res.once('drain', r)), closedSignal]);
+        if (closed) return;
+        if (batch.length > 0) {
+          // The batch in one write: one socket write, not one per event.
+          let chunk = '';
+          for (const event of batch) {
+            chunk += `id: ${event.id}\ndata: ${JSON.stringify(EventDto.of(event))}\n\n`;
+          }
+          last = batch[batch.length - 1].id;
+          if (!res.write(chunk)) {
+            await Promise.race([new Promise((r) => res.once('drain', r)), closedSignal]);
+          }
         }
         if (batch.length === BATCH) again = true;
       } while (again && !closed);

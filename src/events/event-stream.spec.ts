@@ -1,0 +1,85 @@
+import type { Logger } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { EventEmitter } from 'node:events';
+import type { Actor } from '../auth/actor';
+import type { InstanceEvent } from '../state-machine/instance-event.entity';
+import { openEventStream } from './event-stream';
+import type { EventStreamHub } from './event-stream.service';
+import type { EventsService } from './events.service';
+
+const actor: Actor = { id: '00000000-0000-4000-8000-000000000001', isStaff: false } as Actor;
+
+function event(id: number): InstanceEvent {
+  return {
+    id,
+    type: 'instance.stop.succeeded',
+    instanceId: '00000000-0000-4000-8000-0000000000aa',
+    ownerId: actor.id,
+    state: 'offline',
+    errorMessage: '',
+    at: new Date('2026-11-25T00:00:00Z'),
+  };
+}
+
+/** A stream on fake request, response, log and hub; `wake` is what a committed change calls. */
+function open(pages: InstanceEvent[][]) {
+  const req = new EventEmitter() as unknown as Request;
+  const chunks: string[] = [];
+  const res = Object.assign(new EventEmitter(), {
+    writeHead: jest.fn(),
+    write: jest.fn((chunk: string) => chunks.push(chunk) > 0),
+    end: jest.fn(),
+  }) as unknown as Response;
+  const list = jest.fn(async () => pages.shift() ?? []);
+  let wake: () => void = () => undefined;
+  const hub = {
+    subscribe: (onWake: () => void) => {
+      wake = onWake;
+      return () => undefined;
+    },
+  } as unknown as EventStreamHub;
+  openEventStream(req, res, { actor, after: 0 }, { list } as unknown as EventsService, hub, {
+    warn: jest.fn(),
+  } as unknown as Logger);
+  return {
+    list,
+    events: () => chunks.filter((c) => c.startsWith('id: ')),
+    wake: () => wake(),
+    close: () => req.emit('close'),
+  };
+}
+
+/** Lets the stream's awaited reads and writes run. */
+const settle = () => jest.advanceTimersByTimeAsync(0);
+
+describe('openEventStream', () => {
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+
+  it('sends a read batch of events in one write, in order', async () => {
+    const stream = open([[event(1), event(2), event(3)]]);
+    await settle();
+    expect(stream.events()).toHaveLength(1);
+    expect(stream.events()[0].match(/^id: \d+$/gm)).toEqual(['id: 1', 'id: 2', 'id: 3']);
+    stream.close();
+  });
+
+  it('reads on at once after a full batch of 500, from the last id sent', async () => {
+    const full = Array.from({ length: 500 }, (_, i) => event(i + 1));
+    const stream = open([full, [event(501)]]);
+    await settle();
+    expect(stream.list).toHaveBeenCalledTimes(2);
+    expect(stream.list.mock.calls[1]).toEqual([expect.objectContaining({ after: 500 }), actor]);
+    expect(stream.events()).toHaveLength(2);
+    stream.close();
+  });
+
+  it('reads again at once when a change is announced during a read', async () => {
+    const stream = open([[event(1)], [event(2)]]);
+    stream.wake(); // while the first read is in flight
+    await settle();
+    expect(stream.list).toHaveBeenCalledTimes(2);
+    expect(stream.events()).toHaveLength(2);
+    stream.close();
+  });
+});
