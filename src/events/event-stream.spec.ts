@@ -22,12 +22,14 @@ function event(id: number): InstanceEvent {
 }
 
 /** A stream on fake request, response, log and hub; `wake` is what a committed change calls. */
-function open(pages: InstanceEvent[][]) {
+function open(pages: InstanceEvent[][], socket = { highWaterMark: 16384, full: false }) {
   const req = new EventEmitter() as unknown as Request;
   const chunks: string[] = [];
   const res = Object.assign(new EventEmitter(), {
+    writableHighWaterMark: socket.highWaterMark,
     writeHead: jest.fn(),
-    write: jest.fn((chunk: string) => chunks.push(chunk) > 0),
+    // false: the socket's buffer is full, and 'drain' will say when it has room.
+    write: jest.fn((chunk: string) => chunks.push(chunk) > 0 && !socket.full),
     end: jest.fn(),
   }) as unknown as Response;
   const list = jest.fn(async () => pages.shift() ?? []);
@@ -45,6 +47,7 @@ function open(pages: InstanceEvent[][]) {
     list,
     events: () => chunks.filter((c) => c.startsWith('id: ')),
     wake: () => wake(),
+    drain: () => res.emit('drain'),
     close: () => req.emit('close'),
   };
 }
@@ -64,13 +67,37 @@ describe('openEventStream', () => {
     stream.close();
   });
 
+  it('writes a buffer at a time, and waits for a full socket to drain before the next', async () => {
+    const socket = { highWaterMark: 100, full: true };
+    const stream = open([[event(1), event(2), event(3)]], socket);
+    await settle();
+    expect(stream.events()).toHaveLength(1); // one event fills a 100-byte buffer
+    await jest.advanceTimersByTimeAsync(100);
+    expect(stream.events()).toHaveLength(1);
+    socket.full = false;
+    stream.drain();
+    await settle();
+    expect(stream.events().map((c) => c.match(/^id: (\d+)$/m)![1])).toEqual(['1', '2', '3']);
+    stream.close();
+  });
+
+  it('stops writing when the client goes away while it waits for the socket', async () => {
+    const stream = open([[event(1), event(2)]], { highWaterMark: 100, full: true });
+    await settle();
+    stream.close();
+    stream.drain();
+    await settle();
+    expect(stream.events()).toHaveLength(1);
+  });
+
   it('reads on at once after a full batch of 500, from the last id sent', async () => {
     const full = Array.from({ length: 500 }, (_, i) => event(i + 1));
     const stream = open([full, [event(501)]]);
     await settle();
     expect(stream.list).toHaveBeenCalledTimes(2);
     expect(stream.list.mock.calls[1]).toEqual([expect.objectContaining({ after: 500 }), actor]);
-    expect(stream.events()).toHaveLength(2);
+    const ids = stream.events().flatMap((c) => c.match(/^id: \d+$/gm)!);
+    expect(ids).toEqual(Array.from({ length: 501 }, (_, i) => `id: ${i + 1}`));
     stream.close();
   });
 

@@ -65,17 +65,18 @@ export function openEventStream(
           { instanceId: options.instanceId, after: last, limit: BATCH },
           options.actor,
         );
-        if (closed) return;
-        if (batch.length > 0) {
-          // The batch in one write: one socket write, not one per event.
-          let chunk = '';
-          for (const event of batch) {
-            chunk += `id: ${event.id}\ndata: ${JSON.stringify(EventDto.of(event))}\n\n`;
-          }
-          last = batch[batch.length - 1].id;
-          if (!res.write(chunk)) {
-            await Promise.race([new Promise((r) => res.once('drain', r)), closedSignal]);
-          }
+        // Events go out a buffer at a time, not one socket write each; a slow client is waited
+        // for (drain) after each buffer, so a stream holds at most about one buffer unsent.
+        let chunk = '';
+        for (let i = 0; i < batch.length; i++) {
+          const event = batch[i];
+          chunk += `id: ${event.id}\ndata: ${JSON.stringify(EventDto.of(event))}\n\n`;
+          if (chunk.length < res.writableHighWaterMark && i < batch.length - 1) continue;
+          if (closed) return;
+          const fits = res.write(chunk);
+          chunk = '';
+          last = event.id;
+          if (!fits) await Promise.race([new Promise((r) => res.once('drain', r)), closedSignal]);
         }
         if (batch.length === BATCH) again = true;
       } while (again && !closed);
