@@ -105,7 +105,10 @@ export class Environment {
   @IsInt()
   WORKER_CONCURRENCY = 10;
 
-  /** PostgreSQL: the most connections one process opens. */
+  /**
+   * PostgreSQL: the most connections one process opens. At least two: the stuck sweeper holds
+   * one (its advisory lock) while its transitions take another.
+   */
   @Transform(toInt)
   @Min(2)
   @Max(100)

@@ -36,7 +36,11 @@ function preparedName(sql: string, fresh = false): string {
   return name;
 }
 
-/** Statements of the SQLite connection, by SQL; one per statement shape, like `preparedNames`. */
+/**
+ * Statements of the SQLite connection, by SQL; one per statement shape, like `preparedNames`.
+ * The shapes are the code's (an insert's row count and an IN list's length among them, both
+ * small), so the map stays small without an eviction rule.
+ */
 const sqliteStatements = new WeakMap<SqliteDatabase, Map<string, SqliteStatement>>();
 
 function sqliteStatement(connection: SqliteDatabase, sql: string): SqliteStatement {
@@ -76,11 +80,13 @@ export async function execute(
     try {
       const statement = sqliteStatement(connection, sql);
       if (statement.reader) {
+        // A statement that answers rows; on SQLite that includes `… RETURNING`, whose rows then
+        // say what it changed (no hot-path statement uses it).
         return { rows: statement.all(...values) as Record<string, unknown>[], affected: 0 };
       }
       return { rows: [], affected: statement.run(...values).changes };
     } catch (error) {
-      throw new QueryFailedError(sql, values, error as Error);
+      throw failed(dataSource, sql, values, error);
     }
   }
   if (em.queryRunner) {
@@ -102,8 +108,14 @@ export async function execute(
     }
     return { rows: result.rows, affected: result.rowCount ?? 0 };
   } catch (error) {
-    throw new QueryFailedError(sql, values, error as Error);
+    throw failed(dataSource, sql, values, error);
   }
+}
+
+/** A failed statement, logged as TypeORM's query runners log theirs (`logging: ['error']`). */
+function failed(dataSource: DataSource, sql: string, values: unknown[], error: unknown): Error {
+  dataSource.logger.logQueryError(error as Error, sql, values);
+  return new QueryFailedError(sql, values, error as Error);
 }
 
 /** The parts of an UPDATE or DELETE that decide its SQL (see `updateShape`). */

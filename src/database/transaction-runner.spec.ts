@@ -2,7 +2,8 @@ import Database from 'better-sqlite3';
 import { mkdtempSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DataSource, EntityManager } from 'typeorm';
+import { DataSource, EntityManager, QueryFailedError } from 'typeorm';
+import { execute } from './entity-statements';
 import { GroupAborted, TransactionRunner } from './transaction-runner';
 import type { SyncFile } from './wal-sync';
 
@@ -101,6 +102,31 @@ describe('TransactionRunner on SQLite', () => {
     ]);
     expect((results[1] as PromiseRejectedResult).reason).toEqual(new Error('refused by a check'));
     expect(committed()).toEqual(['first', 'last']);
+  });
+
+  it("rolls back the hot path's own statements (execute, on the connection) with their transaction", async () => {
+    const add = (em: EntityManager, name: string) =>
+      execute(dataSource, em, 'INSERT INTO items (name) VALUES (?)', [name]);
+    const results = await Promise.allSettled([
+      runner.run((em) => add(em, 'kept')),
+      runner.run(async (em) => {
+        await add(em, 'undone');
+        throw new Error('refused by a check');
+      }),
+      runner.run((em) => add(em, 'kept too')),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(committed()).toEqual(['kept', 'kept too']);
+  });
+
+  it('answers a failed hot-path statement as QueryFailedError, and logs it as TypeORM would', async () => {
+    const logged = jest.spyOn(dataSource.logger, 'logQueryError').mockImplementation(() => {});
+    const sql = 'INSERT INTO items (name) VALUES (?)';
+    await execute(dataSource, dataSource.manager, sql, ['once']);
+    await expect(execute(dataSource, dataSource.manager, sql, ['once'])).rejects.toBeInstanceOf(
+      QueryFailedError,
+    );
+    expect(logged).toHaveBeenCalledWith(expect.any(Error), sql, ['once']);
   });
 
   it('fails the whole group, and answers no one as committed, when SQLite ends the transaction', async () => {
