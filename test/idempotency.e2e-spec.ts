@@ -245,4 +245,17 @@ describe('Idempotency-Key', () => {
     expect(again.status).toBe(202);
     expect(again.body.id).toBe(corrected.body.id);
   });
+
+  it('checks the request before the key: an invalid repeat is a 400 and leaves the kept answer', async () => {
+    const k = key();
+    const first = await create(alice, { name: 'idem-order', flavor: 'small' }, k).expect(202);
+    // The same key on a request that is itself invalid: its own 400, not the key's 422.
+    expectError(await create(alice, { name: '-bad', flavor: 'small' }, k), 400, 'name');
+    const vm = await alice.waitForState(first.body.id, 'online');
+    expectError(await act(alice, 'not-a-uuid', 'stop', k), 400, 'uuid');
+    // The kept answer still serves the first request's repeat.
+    const again = await create(alice, { name: 'idem-order', flavor: 'small' }, k).expect(202);
+    expect(again.body.id).toBe(vm.id);
+    expect(again.headers.location).toBe(first.headers.location);
+  });
 });
