@@ -126,7 +126,11 @@ describe('TransactionRunner on SQLite', () => {
     await expect(execute(dataSource, dataSource.manager, sql, ['once'])).rejects.toBeInstanceOf(
       QueryFailedError,
     );
-    expect(logged).toHaveBeenCalledWith(expect.any(Error), sql, ['once']);
+    expect(logged).toHaveBeenCalledWith(
+      expect.objectContaining({ code: 'SQLITE_CONSTRAINT_PRIMARYKEY' }),
+      sql,
+      ['once'],
+    );
   });
 
   it('fails the whole group, and answers no one as committed, when SQLite ends the transaction', async () => {
