@@ -18,7 +18,7 @@ const KEPT_ERRORS = new Set([404, 409]);
  * A route takes the key as an `@Idempotent()` parameter and runs its work through `run`, after
  * its parameters are validated: a request refused as invalid never touches the key, so the key
  * serves the corrected request. (As an interceptor this cost every action request, key or not,
- * Nest's interceptor chain: a tenth of the service's CPU per operation in the bench.)
+ * Nest's interceptor chain: about a tenth of the service's CPU per operation in the bench.)
  */
 @Injectable()
 export class Idempotency {
