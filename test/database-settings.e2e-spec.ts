@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { DataSource } from 'typeorm';
+import { AppConfig } from '../src/config/app-config';
+import { validateEnvironment } from '../src/config/environment';
 import { dataSourceOptions } from '../src/database/data-source-options';
 import { createDatabase } from './support/test-app';
 
@@ -17,7 +19,7 @@ describe('SQLite connection settings', () => {
     async () => {
       const database = await createDatabase(randomBytes(5).toString('hex'));
       const dataSource = new DataSource(
-        dataSourceOptions({ databaseUrl: database.url, databaseKind: 'sqlite' }),
+        dataSourceOptions(new AppConfig(validateEnvironment({ DATABASE_URL: database.url }))),
       );
       await dataSource.initialize();
       try {

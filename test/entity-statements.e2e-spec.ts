@@ -1,5 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { DataSource, QueryFailedError } from 'typeorm';
+import { AppConfig } from '../src/config/app-config';
+import { validateEnvironment } from '../src/config/environment';
 import { dataSourceOptions } from '../src/database/data-source-options';
 import { EntityStatements } from '../src/database/entity-statements';
 import { InstanceEvent } from '../src/state-machine/instance-event.entity';
@@ -24,9 +26,8 @@ describe('EntityStatements against TypeORM', () => {
 
   beforeAll(async () => {
     database = await createDatabase(randomBytes(5).toString('hex'));
-    const kind = database.url.startsWith('postgres') ? 'postgres' : 'sqlite';
     dataSource = new DataSource({
-      ...dataSourceOptions({ databaseUrl: database.url, databaseKind: kind }),
+      ...dataSourceOptions(new AppConfig(validateEnvironment({ DATABASE_URL: database.url }))),
       logging: false, // the failures below are on purpose
       entities: [Instance, Operation, InstanceTransition, InstanceEvent],
     });

@@ -19,9 +19,6 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 export type LogLevel = (typeof LOG_LEVELS)[number];
 export const LOG_FORMATS = ['json', 'pretty'] as const;
 export type LogFormat = (typeof LOG_FORMATS)[number];
-/** PostgreSQL connections per process, unless `DATABASE_POOL_SIZE` says otherwise. */
-export const DATABASE_POOL_DEFAULT = 6;
-
 export const BACKEND_DRIVERS = ['simulated'] as const;
 export type BackendDriver = (typeof BACKEND_DRIVERS)[number];
 
@@ -113,7 +110,7 @@ export class Environment {
   @Min(2)
   @Max(100)
   @IsInt()
-  DATABASE_POOL_SIZE = DATABASE_POOL_DEFAULT;
+  DATABASE_POOL_SIZE = 6;
 
   @Transform(toInt)
   @Min(1)

@@ -2,7 +2,6 @@ import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { DataSourceOptions } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
-import { DATABASE_POOL_DEFAULT } from '../config/environment';
 import { MIGRATIONS } from './migration-list';
 
 /**
@@ -10,8 +9,7 @@ import { MIGRATIONS } from './migration-list';
  * Schema changes are migrations run at start on both databases; `synchronize` stays off.
  */
 export function dataSourceOptions(
-  config: Pick<AppConfig, 'databaseUrl' | 'databaseKind'> &
-    Partial<Pick<AppConfig, 'databasePoolSize'>>,
+  config: Pick<AppConfig, 'databaseUrl' | 'databaseKind' | 'databasePoolSize'>,
 ): DataSourceOptions {
   const common = {
     migrations: MIGRATIONS,
@@ -24,7 +22,7 @@ export function dataSourceOptions(
       ...common,
       type: 'postgres',
       url: config.databaseUrl,
-      poolSize: config.databasePoolSize ?? DATABASE_POOL_DEFAULT,
+      poolSize: config.databasePoolSize,
     };
   }
   const path = config.databaseUrl.slice('sqlite:'.length);

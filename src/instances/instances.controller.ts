@@ -22,6 +22,7 @@ import { Idempotency } from '../idempotency/idempotency.service';
 import { Idempotent, IdempotentCall } from '../idempotency/idempotent.decorator';
 import { RequestId } from '../logging/request-id.decorator';
 import { Action } from '../state-machine/instance.machine';
+import type { OperationParams } from '../state-machine/operation.entity';
 import { TransitionService } from '../state-machine/transition.service';
 import { DEFAULT_IMAGE } from './catalog';
 import { InstanceDto, InstancePageDto, TransitionDto, TransitionListDto } from './dto/instance.dto';
@@ -149,12 +150,7 @@ export class InstancesController {
     @RequestId() requestId: string | undefined,
     @Idempotent() call: IdempotentCall | null,
   ): Promise<InstanceDto> {
-    return this.idempotency.run(call, async () =>
-      InstanceDto.of(
-        await this.transitions.schedule(id, Action.Delete, actor, { requestId }),
-        actor,
-      ),
-    );
+    return this.act(id, Action.Delete, actor, { requestId }, call);
   }
 
   @Post(':id/start')
@@ -167,12 +163,7 @@ export class InstancesController {
     @RequestId() requestId: string | undefined,
     @Idempotent() call: IdempotentCall | null,
   ): Promise<InstanceDto> {
-    return this.idempotency.run(call, async () =>
-      InstanceDto.of(
-        await this.transitions.schedule(id, Action.Start, actor, { requestId }),
-        actor,
-      ),
-    );
+    return this.act(id, Action.Start, actor, { requestId }, call);
   }
 
   @Post(':id/stop')
@@ -185,9 +176,7 @@ export class InstancesController {
     @RequestId() requestId: string | undefined,
     @Idempotent() call: IdempotentCall | null,
   ): Promise<InstanceDto> {
-    return this.idempotency.run(call, async () =>
-      InstanceDto.of(await this.transitions.schedule(id, Action.Stop, actor, { requestId }), actor),
-    );
+    return this.act(id, Action.Stop, actor, { requestId }, call);
   }
 
   @Post(':id/restart')
@@ -200,12 +189,7 @@ export class InstancesController {
     @RequestId() requestId: string | undefined,
     @Idempotent() call: IdempotentCall | null,
   ): Promise<InstanceDto> {
-    return this.idempotency.run(call, async () =>
-      InstanceDto.of(
-        await this.transitions.schedule(id, Action.Restart, actor, { requestId }),
-        actor,
-      ),
-    );
+    return this.act(id, Action.Restart, actor, { requestId }, call);
   }
 
   @Post(':id/resize')
@@ -218,15 +202,7 @@ export class InstancesController {
     @RequestId() requestId: string | undefined,
     @Idempotent() call: IdempotentCall | null,
   ): Promise<InstanceDto> {
-    return this.idempotency.run(call, async () =>
-      InstanceDto.of(
-        await this.transitions.schedule(id, Action.Resize, actor, {
-          params: { flavor: body.flavor },
-          requestId,
-        }),
-        actor,
-      ),
-    );
+    return this.act(id, Action.Resize, actor, { params: { flavor: body.flavor }, requestId }, call);
   }
 
   @Post(':id/pull')
@@ -239,9 +215,7 @@ export class InstancesController {
     @RequestId() requestId: string | undefined,
     @Idempotent() call: IdempotentCall | null,
   ): Promise<InstanceDto> {
-    return this.idempotency.run(call, async () =>
-      InstanceDto.of(await this.transitions.schedule(id, Action.Pull, actor, { requestId }), actor),
-    );
+    return this.act(id, Action.Pull, actor, { requestId }, call);
   }
 
   @Get(':id/transitions')
@@ -308,5 +282,18 @@ export class InstancesController {
   @ApiIdParam("The instance's id")
   async unlink(@Param('id', parseUuid()) id: string, @CurrentUser() actor: Actor): Promise<void> {
     await this.transitions.unlink(id, actor);
+  }
+
+  /** An action route's work: schedule the action, answer the instance, once per Idempotency-Key. */
+  private act(
+    id: string,
+    action: Exclude<Action, Action.Provision>,
+    actor: Actor,
+    options: { params?: OperationParams; requestId?: string },
+    call: IdempotentCall | null,
+  ): Promise<InstanceDto> {
+    return this.idempotency.run(call, async () =>
+      InstanceDto.of(await this.transitions.schedule(id, action, actor, options), actor),
+    );
   }
 }

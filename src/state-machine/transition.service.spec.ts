@@ -4,6 +4,8 @@ import { TypeOrmModule, getRepositoryToken } from '@nestjs/typeorm';
 import { Repository } from 'typeorm';
 import type { Actor } from '../auth/actor';
 import { DomainError, DomainErrorCode } from '../common/domain-error';
+import { AppConfig } from '../config/app-config';
+import { validateEnvironment } from '../config/environment';
 import { dataSourceOptions } from '../database/data-source-options';
 import { TransactionRunner } from '../database/transaction-runner';
 import { OPERATION_SCHEDULED } from './domain-events';
@@ -39,7 +41,9 @@ describe('TransitionService', () => {
       imports: [
         EventEmitterModule.forRoot(),
         TypeOrmModule.forRoot({
-          ...dataSourceOptions({ databaseUrl: 'sqlite::memory:', databaseKind: 'sqlite' }),
+          ...dataSourceOptions(
+            new AppConfig(validateEnvironment({ DATABASE_URL: 'sqlite::memory:' })),
+          ),
           autoLoadEntities: true,
         }),
         TypeOrmModule.forFeature([Instance, InstanceTransition, InstanceEvent, Operation]),
