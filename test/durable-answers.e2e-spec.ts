@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { fdatasync } from 'node:fs';
 import { TransactionRunner } from '../src/database/transaction-runner';
+import { Instance } from '../src/state-machine/instance.entity';
 import { SYNC_FILE, type SyncFile } from '../src/database/wal-sync';
 import type { Response } from 'supertest';
 import { ApiClient } from './support/api';
@@ -41,7 +42,7 @@ onSqlite('answers only what is on disk (SQLite)', () => {
     const tx = t.app.get(TransactionRunner);
     const durable = tx.durable.bind(tx);
     jest.spyOn(tx, 'durable').mockImplementation(() => {
-      if (/instance-queries\.service|events\.service/.test(new Error().stack ?? '')) readsWaiting++;
+      if (/TransactionRunner\.read/.test(new Error().stack ?? '')) readsWaiting++;
       return durable();
     });
   });
@@ -115,6 +116,38 @@ onSqlite('answers only what is on disk (SQLite)', () => {
     expect(got.body.state).toBe('stopping_scheduled');
     expect(history.body.items.at(-1)).toMatchObject({ to: 'stopping_scheduled' });
     expect(events.body.items.at(-1)).toMatchObject({ state: 'stopping_scheduled' });
+  });
+
+  it('shows no change of a write transaction still open, nor of one rolled back', async () => {
+    const created = await alice.create({ name: 'steady' });
+    await alice.waitForState(created.id, 'online');
+    const tx = t.app.get(TransactionRunner);
+    let changed!: () => void;
+    const changedNow = new Promise<void>((resolve) => (changed = resolve));
+    let refuse!: () => void;
+    const held = new Promise<void>((_, reject) => (refuse = () => reject(new Error('refused'))));
+    // A transaction that renames the instance, then fails a check and is rolled back.
+    const write = tx.run(async (em) => {
+      await em.update(Instance, { id: created.id }, { name: 'phantom' });
+      changed();
+      await held;
+    });
+    await changedNow;
+    const answered: string[] = [];
+    const track = (name: string, req: PromiseLike<Response>) =>
+      Promise.resolve(req).then((res) => (answered.push(name), res));
+    const reads = [
+      track('get', alice.get(`/api/instances/${created.id}`)),
+      track('list', alice.get('/api/instances?name=phantom')),
+    ];
+    await settle();
+    expect(answered).toEqual([]);
+
+    refuse();
+    await expect(write).rejects.toThrow('refused');
+    const [got, listed] = await Promise.all(reads);
+    expect(got.body.name).toBe('steady');
+    expect(listed.body).toMatchObject({ items: [], total: 0 });
   });
 });
 

@@ -67,7 +67,7 @@ export class UsersService implements OnApplicationBootstrap {
     const now = Date.now();
     const cached = this.known.get(tokenHash);
     if (cached && cached.until > now) return cached.actor;
-    const user = await this.users.findOneBy({ tokenHash });
+    const user = await this.tx.read(() => this.users.findOneBy({ tokenHash }));
     this.known.delete(tokenHash);
     if (!user) return null;
     const actor: Actor = { id: user.id, username: user.username, isStaff: user.isStaff };

@@ -184,6 +184,56 @@ describe('TransactionRunner on SQLite', () => {
     );
     expect(values).toEqual(['n1!', 'n2!', 'n3!']);
   });
+
+  /** What a read on the shared connection sees now. */
+  const names = async () =>
+    ((await dataSource.query('SELECT name FROM items ORDER BY name')) as { name: string }[]).map(
+      (row) => row.name,
+    );
+  /** A few turns of the event loop, for anything not held back to happen. */
+  const turns = async () => {
+    for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+  };
+
+  it('keeps a read out of a group that holds the connection: it sees neither open nor rolled-back rows', async () => {
+    let inserted!: () => void;
+    const insertedNow = new Promise<void>((resolve) => (inserted = resolve));
+    let fail!: () => void;
+    const held = new Promise<void>((_, reject) => (fail = () => reject(new Error('refused'))));
+    const write = runner.run(async (em) => {
+      await insert('phantom')(em);
+      inserted();
+      await held;
+    });
+    await insertedNow;
+    let answered = false;
+    const read = runner.read(names).finally(() => (answered = true));
+    await turns();
+    expect(answered).toBe(false);
+    fail();
+    await expect(write).rejects.toThrow('refused');
+    await expect(read).resolves.toEqual([]);
+  });
+
+  it('starts a group only once the reads under way are over', async () => {
+    let resume!: () => void;
+    const paused = new Promise<void>((resolve) => (resume = resolve));
+    const read = runner.read(async () => {
+      const first = await names();
+      await paused;
+      // A read inside a read goes ahead, though a group waits.
+      return [first, await runner.read(names)];
+    });
+    await turns();
+    let written = false;
+    const write = runner.run(insert('later')).then(() => (written = true));
+    await turns();
+    expect(written).toBe(false);
+    resume();
+    await expect(read).resolves.toEqual([[], []]);
+    await write;
+    await expect(runner.read(names)).resolves.toEqual(['later']);
+  });
 });
 
 /**

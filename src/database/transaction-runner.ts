@@ -52,6 +52,11 @@ export class TransactionRunner implements OnApplicationShutdown {
   /** SQLite with `synchronous = NORMAL`: the fsync of each commit, off the event loop. */
   private walSync?: WalSync | null;
   private totalChangesStatement?: { get(): unknown };
+  /** While a group holds the shared SQLite connection: settles once the group is over. */
+  private groupOver: Promise<void> | null = null;
+  /** Reads (`read`) under way on that connection, and the group waiting for them to end. */
+  private reads = 0;
+  private readsOver?: () => void;
 
   constructor(
     @InjectDataSource() private readonly dataSource: DataSource,
@@ -81,11 +86,34 @@ export class TransactionRunner implements OnApplicationShutdown {
   }
 
   /**
+   * Runs `work`, reads made outside any transaction, and answers once what they read is on disk
+   * (`durable`): none shows a change a power cut could still undo.
+   *
+   * On SQLite the reads share the one connection with the write groups, and a group's
+   * statements are a chain of microtasks that another chain can run between. A read there would
+   * see rows the group has not committed, or rolls back later. So a read waits for a group that
+   * holds the connection, and a group waits for reads under way. A read inside another read goes
+   * ahead. `work` must only read, and never run inside a transaction's own work: a group would
+   * wait for itself.
+   */
+  async read<T>(work: () => Promise<T>): Promise<T> {
+    if (!this.isSqlite) return work();
+    while (this.groupOver && this.reads === 0) await this.groupOver;
+    this.reads++;
+    let value: T;
+    try {
+      value = await work();
+    } finally {
+      if (--this.reads === 0) this.readsOver?.();
+    }
+    await this.durable();
+    return value;
+  }
+
+  /**
    * Settles once every transaction committed so far is on disk: at once on PostgreSQL, whose
    * COMMIT returns only then, and on SQLite unless a commit's fsync is still running (see
-   * `WalSync`). Work answers its callers only after this; the reads that answer clients
-   * (instances, their history, events) wait on it too, so none of them shows a change a power
-   * cut could still undo.
+   * `WalSync`). Work answers its callers only after this, and so does `read`.
    */
   durable(): Promise<void> {
     return this.walSync ? this.walSync.durable() : Promise.resolve();
@@ -108,7 +136,7 @@ export class TransactionRunner implements OnApplicationShutdown {
           await new Promise<void>((resolve) => setImmediate(resolve));
           this.lastYield = performance.now();
         }
-        await this.runGroup();
+        await this.holdingConnection(() => this.runGroup());
         // The next group commits once this one's fsync is done, not beside it: a commit writes
         // every page it changed to the log, so commits as frequent as transitions would write
         // the same index pages over and over. Meanwhile the event loop serves requests, and the
@@ -117,6 +145,20 @@ export class TransactionRunner implements OnApplicationShutdown {
       }
     } finally {
       this.draining = false;
+    }
+  }
+
+  /** Runs `group` once reads under way are over, and keeps new reads waiting until it ends. */
+  private async holdingConnection(group: () => Promise<void>): Promise<void> {
+    let over!: () => void;
+    this.groupOver = new Promise<void>((resolve) => (over = resolve));
+    try {
+      while (this.reads > 0) await new Promise<void>((resolve) => (this.readsOver = resolve));
+      this.readsOver = undefined;
+      await group();
+    } finally {
+      this.groupOver = null;
+      over();
     }
   }
 

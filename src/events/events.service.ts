@@ -13,8 +13,8 @@ export interface EventFilter {
 }
 
 /**
- * The stored event log, oldest first, scoped to the caller's instances. What it reads is
- * returned once it is on disk (`TransactionRunner.durable`): no client is shown an event a power
+ * The stored event log, oldest first, scoped to the caller's instances. It reads through
+ * `TransactionRunner.read`: committed events only, returned once they are on disk. No client is shown an event a power
  * cut could undo, nor given a stream cursor past ids that could be handed out again.
  */
 @Injectable()
@@ -31,11 +31,12 @@ export class EventsService {
 
   /** The newest event id now stored (0 when none): where a stream without Last-Event-ID starts. */
   async latestId(): Promise<number> {
-    const row: { id: number | string | null } | undefined = await this.events
-      .createQueryBuilder('e')
-      .select('MAX(e.id)', 'id')
-      .getRawOne();
-    await this.tx.durable();
+    const row = await this.tx.read(() =>
+      this.events
+        .createQueryBuilder('e')
+        .select('MAX(e.id)', 'id')
+        .getRawOne<{ id: number | string | null }>(),
+    );
     return Number(row?.id ?? 0);
   }
 
@@ -48,13 +49,13 @@ export class EventsService {
     const where: Partial<InstanceEvent> = {};
     if (!actor.isStaff) where.ownerId = actor.id;
     if (filter.instanceId) where.instanceId = filter.instanceId;
-    const events = await this.statements.findAfter(
-      this.dataSource.manager,
-      where,
-      { key: 'id', value: filter.after ?? 0 },
-      filter.limit,
+    return this.tx.read(() =>
+      this.statements.findAfter(
+        this.dataSource.manager,
+        where,
+        { key: 'id', value: filter.after ?? 0 },
+        filter.limit,
+      ),
     );
-    await this.tx.durable();
-    return events;
   }
 }

@@ -10,8 +10,8 @@ import { Instance } from '../state-machine/instance.entity';
 import type { ListInstancesQuery } from './dto/list-instances.query';
 
 /**
- * Reads of instances, always scoped to what the caller may see. Each answers once what it read
- * is on disk (`TransactionRunner.durable`): none shows a change a power cut could undo.
+ * Reads of instances, always scoped to what the caller may see. Each runs through
+ * `TransactionRunner.read`: it sees committed changes only, and answers once they are on disk.
  */
 @Injectable()
 export class InstanceQueries {
@@ -42,10 +42,11 @@ export class InstanceQueries {
       .addOrderBy('i.id', 'DESC')
       .take(query.limit)
       .skip(query.offset);
-    const [items, total] = query.name
-      ? await qb.getManyAndCount()
-      : await Promise.all([qb.getMany(), this.countFromTally(query, actor)]);
-    await this.tx.durable();
+    const [items, total] = await this.tx.read(() =>
+      query.name
+        ? qb.getManyAndCount()
+        : Promise.all([qb.getMany(), this.countFromTally(query, actor)]),
+    );
     return { items, total };
   }
 
@@ -60,22 +61,18 @@ export class InstanceQueries {
   }
 
   async get(id: string, actor: Actor): Promise<Instance> {
-    const instance = await this.instances.findOneBy(
-      actor.isStaff ? { id } : { id, ownerId: actor.id },
-    );
     // A 404 may rest on a removal not yet on disk: it waits too.
-    await this.tx.durable();
+    const instance = await this.tx.read(() =>
+      this.instances.findOneBy(actor.isStaff ? { id } : { id, ownerId: actor.id }),
+    );
     if (!instance) throw DomainError.notFound('Instance');
     return instance;
   }
 
   async history(id: string, actor: Actor): Promise<InstanceTransition[]> {
     await this.get(id, actor);
-    const transitions = await this.transitions.find({
-      where: { instanceId: id },
-      order: { id: 'ASC' },
-    });
-    await this.tx.durable();
-    return transitions;
+    return this.tx.read(() =>
+      this.transitions.find({ where: { instanceId: id }, order: { id: 'ASC' } }),
+    );
   }
 }

@@ -71,13 +71,15 @@ export class StuckSweeper implements OnApplicationBootstrap, OnApplicationShutdo
     const now = Date.now();
     const quiet = new Date(now - Math.min(this.config.jobLockMs, this.config.stuckAfterMs));
     const stuck = now - this.config.stuckAfterMs;
-    const candidates = await this.instances
-      .createQueryBuilder('i')
-      .where({ state: In([...TRANSITIONAL_STATES]) })
-      .andWhere('i.updated_at < :quiet', { quiet: this.tx.timeParam(quiet) })
-      .orderBy('i.updated_at', 'ASC')
-      .limit(BATCH)
-      .getMany();
+    const candidates = await this.tx.read(() =>
+      this.instances
+        .createQueryBuilder('i')
+        .where({ state: In([...TRANSITIONAL_STATES]) })
+        .andWhere('i.updated_at < :quiet', { quiet: this.tx.timeParam(quiet) })
+        .orderBy('i.updated_at', 'ASC')
+        .limit(BATCH)
+        .getMany(),
+    );
     let swept = 0;
     const quietWithoutJob: Instance[] = [];
     for (const instance of candidates) {
@@ -90,10 +92,12 @@ export class StuckSweeper implements OnApplicationBootstrap, OnApplicationShutdo
       }
     }
     const lost = quietWithoutJob.length
-      ? await this.operations.findBy({
-          id: In(quietWithoutJob.map((i) => i.operationId!)),
-          status: OperationStatus.Running,
-        })
+      ? await this.tx.read(() =>
+          this.operations.findBy({
+            id: In(quietWithoutJob.map((i) => i.operationId!)),
+            status: OperationStatus.Running,
+          }),
+        )
       : [];
     if (swept > 0) this.logger.warn(`Moved ${swept} stuck instance(s) to erred`);
     if (lost.length > 0 && (await this.dispatcher.resend(lost))) {

@@ -6,6 +6,7 @@ import type { Queue } from 'bull';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { Repository } from 'typeorm';
 import { withTimeout } from '../common/with-timeout';
+import { TransactionRunner } from '../database/transaction-runner';
 import { JOB_FINISHED, JobFinishedSignal, QueueName } from '../queues/queues';
 import { INSTANCE_EVENT, InstanceEventSignal } from '../state-machine/domain-events';
 import { Instance } from '../state-machine/instance.entity';
@@ -53,6 +54,7 @@ export class MetricsService {
     @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue,
     @InjectRepository(Instance) private readonly instances: Repository<Instance>,
     @InjectRepository(Operation) private readonly operations: Repository<Operation>,
+    private readonly tx: TransactionRunner,
   ) {
     collectDefaultMetrics({ register: this.registry, prefix: 'provisor_process_' });
     const queueJobs: Gauge = new Gauge({
@@ -71,7 +73,9 @@ export class MetricsService {
       help: 'Accepted operations no worker has begun yet',
       registers: [this.registry],
       collect: async () => {
-        outboxPending.set(await this.operations.countBy({ status: OperationStatus.Pending }));
+        outboxPending.set(
+          await this.tx.read(() => this.operations.countBy({ status: OperationStatus.Pending })),
+        );
       },
     });
     const instancesByState: Gauge = new Gauge({
@@ -81,12 +85,14 @@ export class MetricsService {
       registers: [this.registry],
       collect: async () => {
         instancesByState.reset();
-        const rows: { state: string; count: string | number }[] = await this.instances
-          .createQueryBuilder('i')
-          .select('i.state', 'state')
-          .addSelect('COUNT(*)', 'count')
-          .groupBy('i.state')
-          .getRawMany();
+        const rows = await this.tx.read(() =>
+          this.instances
+            .createQueryBuilder('i')
+            .select('i.state', 'state')
+            .addSelect('COUNT(*)', 'count')
+            .groupBy('i.state')
+            .getRawMany<{ state: string; count: string | number }>(),
+        );
         for (const row of rows) instancesByState.set({ state: row.state }, Number(row.count));
       },
     });
