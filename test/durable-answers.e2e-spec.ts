@@ -152,6 +152,7 @@ onSqlite('answers only what is on disk (SQLite)', () => {
 });
 
 onSqlite('when the fsync of the log fails (SQLite)', () => {
+  const METRICS_TOKEN = 'metrics-token-0123456789';
   let t: TestApp;
   let alice: ApiClient;
   let failing = false;
@@ -161,7 +162,9 @@ onSqlite('when the fsync of the log fails (SQLite)', () => {
       : fdatasync(fd, done);
 
   beforeAll(async () => {
-    t = await startApp({}, (builder) => builder.overrideProvider(SYNC_FILE).useValue(failingSync));
+    t = await startApp({ METRICS_TOKEN }, (builder) =>
+      builder.overrideProvider(SYNC_FILE).useValue(failingSync),
+    );
     alice = await new ApiClient(t.http, t.adminToken).createUser('alice');
   });
   afterAll(() => t.close());
@@ -182,5 +185,9 @@ onSqlite('when the fsync of the log fails (SQLite)', () => {
       status: 'down',
       message: expect.stringMatching(/could not be made durable.*Restart the service/),
     });
+    // Operators still read the gauges, which do not wait for the disk.
+    const metrics = await t.http.get('/metrics').set('Authorization', `Bearer ${METRICS_TOKEN}`);
+    expect(metrics.status).toBe(200);
+    expect(metrics.text).toMatch(/^provisor_outbox_pending \d+$/m);
   });
 });

@@ -87,7 +87,8 @@ export class TransactionRunner implements OnApplicationShutdown {
 
   /**
    * Runs `work`, reads made outside any transaction, and answers once what they read is on disk
-   * (`durable`): none shows a change a power cut could still undo.
+   * (`durable`): none shows a change a power cut could still undo. With `durable: false` it
+   * answers at once, for figures that must stay readable when durability is lost (metrics).
    *
    * On SQLite the reads share the one connection with the write groups, and a group's
    * statements are a chain of microtasks that another chain can run between. A read there would
@@ -96,7 +97,7 @@ export class TransactionRunner implements OnApplicationShutdown {
    * ahead. `work` must only read, and never run inside a transaction's own work: a group would
    * wait for itself.
    */
-  async read<T>(work: () => Promise<T>): Promise<T> {
+  async read<T>(work: () => Promise<T>, { durable = true } = {}): Promise<T> {
     if (!this.isSqlite) return work();
     while (this.groupOver && this.reads === 0) await this.groupOver;
     this.reads++;
@@ -106,7 +107,7 @@ export class TransactionRunner implements OnApplicationShutdown {
     } finally {
       if (--this.reads === 0) this.readsOver?.();
     }
-    await this.durable();
+    if (durable) await this.durable();
     return value;
   }
 

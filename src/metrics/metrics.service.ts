@@ -74,7 +74,9 @@ export class MetricsService {
       registers: [this.registry],
       collect: async () => {
         outboxPending.set(
-          await this.tx.read(() => this.operations.countBy({ status: OperationStatus.Pending })),
+          await this.tx.read(() => this.operations.countBy({ status: OperationStatus.Pending }), {
+            durable: false,
+          }),
         );
       },
     });
@@ -85,13 +87,15 @@ export class MetricsService {
       registers: [this.registry],
       collect: async () => {
         instancesByState.reset();
-        const rows = await this.tx.read(() =>
-          this.instances
-            .createQueryBuilder('i')
-            .select('i.state', 'state')
-            .addSelect('COUNT(*)', 'count')
-            .groupBy('i.state')
-            .getRawMany<{ state: string; count: string | number }>(),
+        const rows = await this.tx.read(
+          () =>
+            this.instances
+              .createQueryBuilder('i')
+              .select('i.state', 'state')
+              .addSelect('COUNT(*)', 'count')
+              .groupBy('i.state')
+              .getRawMany<{ state: string; count: string | number }>(),
+          { durable: false },
         );
         for (const row of rows) instancesByState.set({ state: row.state }, Number(row.count));
       },
