@@ -86,7 +86,9 @@ export class SimFaultsService {
     if (armed === false) return null;
     if (
       armed === undefined &&
-      !(await this.armed.findOne(this.dataSource.manager, { operation }))
+      !(await this.tx.read(() => this.armed.findOne(this.dataSource.manager, { operation }), {
+        durable: false,
+      }))
     ) {
       return null;
     }

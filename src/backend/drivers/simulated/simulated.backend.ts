@@ -115,7 +115,12 @@ export class SimulatedBackend implements CloudBackend {
     backendId: string,
   ): Promise<{ state: VmPowerState } | null> {
     await this.prelude(ctx, 'pull');
-    const vm = await this.statements.findOne(this.dataSource.manager, { backendId });
+    // Like every read outside a transaction, kept out of a write group (`TransactionRunner.read`);
+    // the simulated cloud's own records need not wait for Provisor's disk.
+    const vm = await this.tx.read(
+      () => this.statements.findOne(this.dataSource.manager, { backendId }),
+      { durable: false },
+    );
     return vm && vm.state !== 'deleted' ? { state: vm.state } : null;
   }
 
@@ -147,10 +152,12 @@ export class SimulatedBackend implements CloudBackend {
     operation: SimOperation,
     where: Partial<SimVm>,
   ): Promise<SimVm | null> {
-    const { row, beside } = await this.statements.findOneBeside(
-      this.dataSource.manager,
-      where,
-      (parameters) => this.faults.armedInto(operation, parameters),
+    const { row, beside } = await this.tx.read(
+      () =>
+        this.statements.findOneBeside(this.dataSource.manager, where, (parameters) =>
+          this.faults.armedInto(operation, parameters),
+        ),
+      { durable: false },
     );
     // true on PostgreSQL, 1 on SQLite.
     await this.prelude(ctx, operation, beside === true || beside === 1);
