@@ -1,7 +1,7 @@
 import { getQueueToken } from '@nestjs/bull';
 import type { Queue } from 'bull';
 import { DataSource } from 'typeorm';
-import { QueueName } from '../src/queues/queues';
+import { InstanceJobData, QueueName, scheduledOf } from '../src/queues/queues';
 import { Operation, OperationStatus } from '../src/state-machine/operation.entity';
 import { TransitionService } from '../src/state-machine/transition.service';
 import { ApiClient } from './support/api';
@@ -9,8 +9,9 @@ import { startApp, TestApp } from './support/test-app';
 
 /**
  * A worker begins an operation by reading it and its instance in one statement (an outer join;
- * PostgreSQL's locked retry reads them apart). Here the worker is paused, so the test begins
- * operations itself, on whichever database the suite runs on.
+ * PostgreSQL's locked retry reads them apart), or, on PostgreSQL, from what the request's job
+ * carries, conditional on the row being unchanged since. Here the worker is paused, so the test
+ * begins operations itself, on whichever database the suite runs on.
  */
 describe('beginning an operation', () => {
   let t: TestApp;
@@ -25,6 +26,9 @@ describe('beginning an operation', () => {
     alice = await admin.createUser('alice');
   });
   afterAll(() => t?.close());
+
+  const queue = () =>
+    t.app.get<Queue<InstanceJobData>>(getQueueToken(QueueName.InstanceOperations));
 
   async function operationOf(instanceId: string): Promise<Operation> {
     const [operation] = await t.app.get(DataSource).getRepository(Operation).findBy({ instanceId });
@@ -69,5 +73,55 @@ describe('beginning an operation', () => {
   it('answers null for an operation that does not exist', async () => {
     const missing = '0190a0a0-0000-7000-8000-000000000000';
     expect(await t.app.get(TransitionService).begin(missing)).toBeNull();
+  });
+
+  it("carries the request's operation and instance in its job, and begins from them", async () => {
+    const created = await alice.create({ name: 'begin-carried' });
+    const operation = await operationOf(created.id);
+    const job = await queue().getJob(operation.id);
+    const scheduled = scheduledOf(job!.data);
+    expect(scheduled?.operation).toMatchObject({ id: operation.id, status: 'pending' });
+    expect(scheduled?.instance).toMatchObject({
+      id: created.id,
+      state: 'provisioning_scheduled',
+      operationId: operation.id,
+    });
+    expect(scheduled?.instance.updatedAt).toEqual(operation.createdAt);
+
+    const started = await t.app.get(TransitionService).begin(operation.id, scheduled);
+
+    expect(started?.instance).toMatchObject({ state: 'provisioning', name: 'begin-carried' });
+    expect(started?.operation.status).toBe(OperationStatus.Running);
+    expect((await operationOf(created.id)).status).toBe(OperationStatus.Running);
+    const history = (await alice.get(`/api/instances/${created.id}/transitions`).expect(200)).body;
+    expect(history.items.map((row: { from: string | null; to: string }) => row)).toMatchObject([
+      { from: null, to: 'provisioning_scheduled' },
+      { from: 'provisioning_scheduled', to: 'provisioning' },
+    ]);
+  });
+
+  it('begins from the stored rows when the instance changed after its job was sent', async () => {
+    const created = await alice.create({ name: 'begin-stale' });
+    const operation = await operationOf(created.id);
+    const job = await queue().getJob(operation.id);
+    await admin
+      .post(`/api/instances/${created.id}/set_erred`, { error_message: 'moved by staff' })
+      .expect(200);
+
+    // The job's copy says provisioning_scheduled; the row is erred and no longer this
+    // operation's: nothing moves, and the operation is closed as abandoned.
+    expect(
+      await t.app.get(TransitionService).begin(operation.id, scheduledOf(job!.data)),
+    ).toBeNull();
+    expect((await operationOf(created.id)).status).toBe(OperationStatus.Abandoned);
+    const shown = (await alice.get(`/api/instances/${created.id}`).expect(200)).body;
+    expect(shown).toMatchObject({ state: 'erred', error_message: 'moved by staff' });
+  });
+
+  it('begins a job that carries nothing, as the outbox relay re-sends them', async () => {
+    const created = await alice.create({ name: 'begin-resent' });
+    const operation = await operationOf(created.id);
+    const started = await t.app.get(TransitionService).begin(operation.id, undefined);
+    expect(started?.instance.state).toBe('provisioning');
   });
 });

@@ -21,7 +21,13 @@ import type { Instance } from '../state-machine/instance.entity';
 import { Action, InstanceState } from '../state-machine/instance.machine';
 import type { Operation } from '../state-machine/operation.entity';
 import { OperationResult, TransitionService } from '../state-machine/transition.service';
-import { InstanceJobData, JOB_FINISHED, JobFinishedSignal, QueueName } from '../queues/queues';
+import {
+  InstanceJobData,
+  JOB_FINISHED,
+  JobFinishedSignal,
+  QueueName,
+  scheduledOf,
+} from '../queues/queues';
 
 /** Bull rejects some promises with no reason at all (a connection that ended without an error). */
 function reasonOf(error: unknown): string {
@@ -168,7 +174,7 @@ export class InstanceOperationsProcessor
     job: Job<InstanceJobData>,
     abort: AbortController,
   ): Promise<{ outcome: string }> {
-    const started = await this.transitions.begin(job.data.operationId);
+    const started = await this.transitions.begin(job.data.operationId, scheduledOf(job.data));
     if (!started) return { outcome: 'skipped: the operation no longer owns the instance' };
     const { operation, instance } = started;
     const timer = setTimeout(() => abort.abort(), this.config.jobTimeoutMs);

@@ -5,7 +5,8 @@ import type { Queue } from 'bull';
 import { AppConfig } from '../config/app-config';
 import { TurnBatch } from '../common/turn-batch';
 import { withTimeout } from '../common/with-timeout';
-import { OPERATION_SCHEDULED } from '../state-machine/domain-events';
+import { OPERATION_SCHEDULED, OperationScheduledSignal } from '../state-machine/domain-events';
+import type { Instance } from '../state-machine/instance.entity';
 import type { Operation } from '../state-machine/operation.entity';
 import { InstanceJobData, QueueName, instanceJobOptions, isRemnant } from '../queues/queues';
 
@@ -23,8 +24,8 @@ export class JobDispatcher implements OnModuleInit {
   private missed = false;
   private connected = true;
   /** Rows committed during this turn of the event loop, handed over on the next. */
-  private readonly scheduled = new TurnBatch<Operation>((operations) => {
-    void this.dispatch(operations);
+  private readonly scheduled = new TurnBatch<OperationScheduledSignal>((scheduled) => {
+    void this.dispatch(scheduled);
   });
 
   constructor(
@@ -39,8 +40,8 @@ export class JobDispatcher implements OnModuleInit {
    * hold the command until Redis returns); the rows stay pending and the relay sends them later.
    */
   @OnEvent(OPERATION_SCHEDULED)
-  onScheduled(operation: Operation): void {
-    this.scheduled.add(operation);
+  onScheduled(scheduled: OperationScheduledSignal): void {
+    this.scheduled.add(scheduled);
   }
 
   /** Says when the queue's Redis connection is lost and when it is back, once each time. */
@@ -95,7 +96,7 @@ export class JobDispatcher implements OnModuleInit {
       this.logger.warn(`Could not check jobs before a re-send: ${(error as Error).message}`);
       return false;
     }
-    return this.dispatch(operations);
+    return this.dispatch(operations.map((operation) => ({ operation })));
   }
 
   private async clearRemnant(jobId: string): Promise<void> {
@@ -105,8 +106,13 @@ export class JobDispatcher implements OnModuleInit {
     await job.remove().catch(() => undefined);
   }
 
-  /** Hands rows to Bull; true if Redis took them all. Never throws. */
-  async dispatch(operations: readonly Operation[]): Promise<boolean> {
+  /**
+   * Hands rows to Bull; true if Redis took them all. Never throws. A job from the request path
+   * also carries its instance as scheduled, with the operation (`InstanceJobData.scheduled`).
+   */
+  private async dispatch(
+    operations: readonly { operation: Operation; instance?: Instance }[],
+  ): Promise<boolean> {
     if (operations.length === 0) return true;
     if (!this.redisReady) {
       this.missed = true;
@@ -116,12 +122,13 @@ export class JobDispatcher implements OnModuleInit {
     try {
       await withTimeout(
         this.queue.addBulk(
-          operations.map((op) => ({
+          operations.map(({ operation: op, instance }) => ({
             name: op.action,
             data: {
               operationId: op.id,
               instanceId: op.instanceId,
               requestId: op.requestId ?? undefined,
+              scheduled: instance && { operation: op, instance },
             },
             opts: { ...options, jobId: op.id },
           })),

@@ -1,5 +1,6 @@
 import type { Job, JobOptions } from 'bull';
 import type { AppConfig } from '../config/app-config';
+import type { OperationScheduledSignal } from '../state-machine/domain-events';
 import type { Action } from '../state-machine/instance.machine';
 
 /** Every queue Provisor has. */
@@ -16,6 +17,32 @@ export interface InstanceJobData {
   instanceId: string;
   /** The request that scheduled it: for the logs. */
   requestId?: string;
+  /**
+   * The operation and its instance as the scheduling transaction left them, from the request
+   * path; the worker's first step starts from them rather than reading both (see
+   * `TransitionService.begin`). Jobs the relay re-sends carry none. Times are ISO strings here,
+   * as Bull stores data as JSON: read it with `scheduledOf`.
+   */
+  scheduled?: OperationScheduledSignal;
+}
+
+/** `data.scheduled` with its times as dates again, or undefined. */
+export function scheduledOf(data: InstanceJobData): OperationScheduledSignal | undefined {
+  if (!data.scheduled) return undefined;
+  const { operation, instance } = data.scheduled;
+  return {
+    operation: {
+      ...operation,
+      dispatchAfter: new Date(operation.dispatchAfter),
+      createdAt: new Date(operation.createdAt),
+      updatedAt: new Date(operation.updatedAt),
+    },
+    instance: {
+      ...instance,
+      createdAt: new Date(instance.createdAt),
+      updatedAt: new Date(instance.updatedAt),
+    },
+  };
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { InstanceEvent } from './instance-event.entity';
+import type { Instance } from './instance.entity';
 import type { Operation } from './operation.entity';
 
 /**
@@ -10,4 +11,8 @@ export const INSTANCE_EVENT = 'instance.event';
 export const OPERATION_SCHEDULED = 'operation.scheduled';
 
 export type InstanceEventSignal = InstanceEvent;
-export type OperationScheduledSignal = Operation;
+/** A new operation, and its instance as the scheduling transaction left it. */
+export interface OperationScheduledSignal {
+  operation: Operation;
+  instance: Instance;
+}

@@ -7,7 +7,7 @@ import type { Actor } from '../auth/actor';
 import { DomainError, DomainErrorCode } from '../common/domain-error';
 import { EntityStatements, Where, execute } from '../database/entity-statements';
 import { EVENT_LOG_LOCK, TransactionRunner } from '../database/transaction-runner';
-import { INSTANCE_EVENT, OPERATION_SCHEDULED } from './domain-events';
+import { INSTANCE_EVENT, OPERATION_SCHEDULED, OperationScheduledSignal } from './domain-events';
 import { InstanceEvent } from './instance-event.entity';
 import { InstanceTransition } from './instance-transition.entity';
 import { Instance } from './instance.entity';
@@ -60,8 +60,8 @@ class Changes {
   readonly historyDeletes: string[] = [];
   readonly transitions: Partial<InstanceTransition>[] = [];
   readonly events: InstanceEvent[] = [];
-  /** New operations (outbox rows). */
-  readonly operations: Operation[] = [];
+  /** New operations (outbox rows), each with its instance as this transaction leaves it. */
+  readonly operations: OperationScheduledSignal[] = [];
   /** Status changes of operations, in order; at most one per operation and transaction. */
   readonly operationUpdates: { where: Where<Operation>; set: Partial<Operation> }[] = [];
   /** Changes to `instance_counts`, by owner and state. */
@@ -155,7 +155,7 @@ export class TransitionService {
       });
       changes.instanceInserts.push(instance);
       this.record(changes, instance, null, Action.Provision, 'scheduled', now);
-      this.enqueue(changes, instance.id, operationId, Action.Provision, {}, now, requestId);
+      this.enqueue(changes, instance, Action.Provision, {}, now, requestId);
       return instance;
     });
   }
@@ -193,8 +193,7 @@ export class TransitionService {
       this.record(changes, instance, current.state, action, 'scheduled', now);
       this.enqueue(
         changes,
-        id,
-        operationId,
+        instance,
         action,
         forced ? { ...params, force: true } : params,
         now,
@@ -249,10 +248,21 @@ export class TransitionService {
    * Moves the operation's instance from `*_scheduled` to in progress. A re-run (the job stalled,
    * or was sent twice) finds it in progress already and carries on. Returns null when the
    * operation no longer owns the instance; the operation is then closed as abandoned.
+   *
+   * `scheduled` is what the job carries: the operation and its instance as scheduling left them.
+   * An unlocked write starts from it rather than reading both, and its change holds only if the
+   * instance row is still that version; a re-run, or any change since, makes it read.
    */
-  async begin(operationId: string): Promise<{ operation: Operation; instance: Instance } | null> {
+  async begin(
+    operationId: string,
+    scheduled?: OperationScheduledSignal,
+  ): Promise<{ operation: Operation; instance: Instance } | null> {
     return this.write(async (em, changes) => {
-      const found = await this.readOperation(em, operationId);
+      const carried =
+        scheduled && changes.unlocked && changes.attempt === 0
+          ? asScheduled(operationId, scheduled)
+          : null;
+      const found = carried ?? (await this.readOperation(em, operationId));
       if (!found || isFinished(found.operation.status)) return null;
       const { operation, instance } = found;
       const spec = INSTANCE_MACHINE[operation.action];
@@ -544,18 +554,18 @@ export class TransitionService {
     );
   }
 
+  /** Appends the operation that owns `instance` (its `operationId`) as of this transaction. */
   private enqueue(
     changes: Changes,
-    instanceId: string,
-    id: string,
+    instance: Instance,
     action: Action,
     params: OperationParams,
     now: Date,
     requestId: string | undefined,
   ): void {
     const operation: Operation = Object.assign(new Operation(), {
-      id,
-      instanceId,
+      id: instance.operationId!,
+      instanceId: instance.id,
       action,
       params,
       status: OperationStatus.Pending,
@@ -565,7 +575,7 @@ export class TransitionService {
       createdAt: now,
       updatedAt: now,
     });
-    changes.operations.push(operation);
+    changes.operations.push({ operation, instance: { ...instance } });
   }
 
   /** Appends a transition and its domain event. */
@@ -633,7 +643,8 @@ export class TransitionService {
    */
   private async storeChanges(em: EntityManager, changes: Changes): Promise<boolean> {
     const { instanceInserts, instanceUpdates, instanceDeletes, historyDeletes } = changes;
-    const { transitions, operations, operationUpdates, events } = changes;
+    const { transitions, operationUpdates, events } = changes;
+    const operations = changes.operations.map((scheduled) => scheduled.operation);
     const counts = [...changes.counts.values()].filter((change) => change.delta !== 0);
     if (this.tx.isSqlite) {
       // SQLite's single writer is the lock. One statement each; ids in the order of the rows.
@@ -772,8 +783,30 @@ export class TransitionService {
 
   private announce(changes: Changes): void {
     for (const event of changes.events) this.emitter.emit(INSTANCE_EVENT, event);
-    for (const operation of changes.operations) this.emitter.emit(OPERATION_SCHEDULED, operation);
+    for (const scheduled of changes.operations) this.emitter.emit(OPERATION_SCHEDULED, scheduled);
   }
+}
+
+/**
+ * Copies of what a job carries, if they are an operation not yet begun and its instance in the
+ * state that operation scheduled, owned by it; otherwise null (a job of another shape).
+ */
+function asScheduled(
+  operationId: string,
+  { operation, instance }: OperationScheduledSignal,
+): { operation: Operation; instance: Instance } | null {
+  const spec = INSTANCE_MACHINE[operation.action] as (typeof INSTANCE_MACHINE)[Action] | undefined;
+  const fresh =
+    operation.id === operationId &&
+    operation.status === OperationStatus.Pending &&
+    instance.id === operation.instanceId &&
+    instance.operationId === operationId &&
+    instance.state === spec?.scheduled;
+  if (!fresh) return null;
+  return {
+    operation: Object.assign(new Operation(), operation),
+    instance: Object.assign(new Instance(), instance),
+  };
 }
 
 /** Whether `em` runs in a transaction, where a read may lock rows. */
