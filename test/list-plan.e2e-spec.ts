@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
-import { Instance } from '../src/state-machine/instance.entity';
+import { InstanceState } from '../src/state-machine/instance.machine';
 import { ApiClient } from './support/api';
+import { seedInstances } from './support/seed';
 import { startApp, TestApp } from './support/test-app';
 
 /**
@@ -25,30 +26,17 @@ describe('the instance list query plan', () => {
     // owner's (the one whose lists are asked for) and half 29 others',
     // many sharing a millisecond, as a burst of creates leaves them.
     const db = t.app.get(DataSource);
-    const states = ['online', 'offline', 'erred'];
+    const states = [InstanceState.Online, InstanceState.Offline, InstanceState.Erred];
     const base = Date.now() - 3_600_000;
-    for (let chunk = 0; chunk < 6; chunk++) {
-      const rows = Array.from({ length: 500 }, (_, k) => {
-        const i = chunk * 500 + k;
-        const at = new Date(base + Math.floor(i / 20));
-        return Object.assign(new Instance(), {
-          id: randomUUID(),
-          name: `seed-${i}`,
-          description: '',
-          flavor: 'small',
-          image: 'debian-12',
-          state: states[i % 3],
-          errorMessage: '',
-          errorTraceback: '',
-          backendId: `sim-${i}`,
-          ownerId: i % 2 === 0 ? owners[0] : owners[1 + (i % (owners.length - 1))],
-          operationId: null,
-          createdAt: at,
-          updatedAt: at,
-        });
-      });
-      await db.getRepository(Instance).insert(rows);
-    }
+    await seedInstances(db, 3000, (i) => {
+      const at = new Date(base + Math.floor(i / 20));
+      return {
+        state: states[i % 3],
+        ownerId: i % 2 === 0 ? owners[0] : owners[1 + (i % (owners.length - 1))],
+        createdAt: at,
+        updatedAt: at,
+      };
+    });
     await db.query('ANALYZE');
   });
   afterAll(() => t?.close());

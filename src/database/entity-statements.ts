@@ -145,6 +145,8 @@ export class EntityStatements<T extends ObjectLiteral> {
   private readonly selectList: string;
   private readonly sqlCache = new Map<string, string>();
   private readonly postgres: boolean;
+  /** The primary key's properties. */
+  private readonly primary: string[];
 
   constructor(
     private readonly dataSource: DataSource,
@@ -152,6 +154,7 @@ export class EntityStatements<T extends ObjectLiteral> {
   ) {
     this.meta = dataSource.getMetadata(entity);
     this.postgres = dataSource.options.type === 'postgres';
+    this.primary = this.meta.primaryColumns.map((column) => column.propertyName);
     for (const column of this.meta.columns) this.byProperty.set(column.propertyName, column);
     this.table = this.quote(this.meta.tableName);
     this.selectList = this.meta.columns.map((c) => this.quote(c.databaseName)).join(', ');
@@ -390,23 +393,50 @@ export class EntityStatements<T extends ObjectLiteral> {
     return `INSERT INTO ${this.table} (${columns}) VALUES ${tuples.join(', ')}`;
   }
 
-  /** `column = value` for each key, placeholders numbered from `offset`, columns of `alias`. */
+  /**
+   * `column = value` for each key, placeholders numbered from `offset`, columns of `alias`; the
+   * primary key's, and the others as guards when it is among them (see `guarded`).
+   */
   private equalities(keys: readonly string[], offset = 0, alias?: string): string[] {
     const prefix = alias ? `${alias}.` : '';
-    return keys.map((key, i) => `${prefix}${this.column(key)} = ${this.placeholder(offset + i)}`);
+    const conditions = keys.map(
+      (key, i) => `${prefix}${this.column(key)} = ${this.placeholder(offset + i)}`,
+    );
+    return this.guarded(
+      keys,
+      conditions,
+      this.primary.every((key) => keys.includes(key)),
+    );
   }
 
-  /** A shape's WHERE conditions, placeholders numbered from `offset`. */
+  /** A shape's WHERE conditions (an array value means "one of"), placeholders from `offset`. */
   private conditions(shape: Shape, offset: number): string {
     let n = offset;
-    return shape.whereKeys
-      .map((key, i) => {
-        if (shape.sizes[i] === -1) return `${this.column(key)} IS NULL`;
-        if (shape.sizes[i] === 0) return `${this.column(key)} = ${this.placeholder(n++)}`;
-        const list = Array.from({ length: shape.sizes[i] }, () => this.placeholder(n++));
-        return `${this.column(key)} IN (${list.join(', ')})`;
-      })
-      .join(' AND ');
+    const conditions = shape.whereKeys.map((key, i) => {
+      if (shape.sizes[i] === -1) return `${this.column(key)} IS NULL`;
+      if (shape.sizes[i] === 0) return `${this.column(key)} = ${this.placeholder(n++)}`;
+      const list = Array.from({ length: shape.sizes[i] }, () => this.placeholder(n++));
+      return `${this.column(key)} IN (${list.join(', ')})`;
+    });
+    const keyed = this.primary.every((key) => shape.sizes[shape.whereKeys.indexOf(key)] === 0);
+    return this.guarded(shape.whereKeys, conditions, keyed).join(' AND ');
+  }
+
+  /**
+   * Conditions on `keys`, as they are unless they name one row by its primary key (`keyed`).
+   * Then the others are guards on that row (its state and version, say), each written as
+   * `(condition) IS TRUE`: the same test, but one that no index serves, so the row is always
+   * found through its key. Left as plain comparisons, they let PostgreSQL's planner weigh an
+   * index that leads with a guarded column against the key, and with the generic plan of a
+   * prepared statement it took such indexes (`instances (state, created_at, id)` for a change
+   * of state, `(owner_id, created_at, id)` for a user's read of an instance): each lookup then
+   * walked the entries of every instance in that state, or of that owner.
+   */
+  private guarded(keys: readonly string[], conditions: string[], keyed: boolean): string[] {
+    if (!keyed) return conditions;
+    return conditions.map((condition, i) =>
+      this.primary.includes(keys[i]) ? condition : `(${condition}) IS TRUE`,
+    );
   }
 
   private updateValues(shape: Shape, where: Where<T>, set: Partial<T>): unknown[] {

@@ -1,0 +1,137 @@
+import { randomUUID } from 'node:crypto';
+import { escapeLiteral } from 'pg';
+import { DataSource, QueryRunner } from 'typeorm';
+import { EntityStatements } from '../src/database/entity-statements';
+import { Instance } from '../src/state-machine/instance.entity';
+import { InstanceState } from '../src/state-machine/instance.machine';
+import { seedInstances } from './support/seed';
+import { startApp, TestApp } from './support/test-app';
+
+/**
+ * Every change of an instance's state is an update conditional on the row being as it was read
+ * (its id, state, operation and `updated_at`), and every user's read of one instance matches its
+ * id and owner. Each must find its row through the primary key, whatever else the condition
+ * names: an index that leads with the state or the owner walks the entries of every instance in
+ * that state, or of that owner. Asked of the planner after ANALYZE, for the statements
+ * `EntityStatements` builds; on PostgreSQL for both the generic plan a prepared statement
+ * settles on and the custom plan of its first runs, with sequential scans off (a table this
+ * small would otherwise never use an index).
+ */
+describe('looking up one instance by its key', () => {
+  let t: TestApp;
+  let db: DataSource;
+  let statements: EntityStatements<Instance>;
+  const owner = randomUUID();
+  const at = new Date(Date.now() - 3_600_000);
+
+  beforeAll(async () => {
+    t = await startApp();
+    db = t.app.get(DataSource);
+    statements = new EntityStatements(db, Instance);
+    // 3,000 settled instances, most of them one owner's, many sharing a millisecond. The
+    // statistics then know of no instance in a transitional state, so an index that leads with
+    // the state looks like it holds just the row changed: the plan a busy service is left with
+    // after an ANALYZE, and the plan that walks thousands of entries once a burst of work puts
+    // that many instances in the state.
+    await seedInstances(db, 3000, (i) => {
+      const time = new Date(at.getTime() + Math.floor(i / 20));
+      return {
+        state: i % 2 === 0 ? InstanceState.Online : InstanceState.Offline,
+        ownerId: i % 10 === 0 ? randomUUID() : owner,
+        createdAt: time,
+        updatedAt: time,
+      };
+    });
+    await db.query('ANALYZE');
+  });
+  afterAll(() => t?.close());
+
+  const id = randomUUID();
+  const statementsOf: [string, (parameters: unknown[]) => string][] = [
+    [
+      'an unlocked change of state (one state, the version read)',
+      (parameters) =>
+        statements.updateInto(
+          {
+            id,
+            state: [InstanceState.StoppingScheduled],
+            operationId: randomUUID(),
+            updatedAt: at,
+          },
+          { state: InstanceState.Stopping, updatedAt: new Date() },
+          parameters,
+        ),
+    ],
+    [
+      'a locked change of state (any of several states)',
+      (parameters) =>
+        statements.updateInto(
+          { id, state: [InstanceState.StoppingScheduled, InstanceState.Stopping] },
+          { state: InstanceState.Offline, operationId: null, updatedAt: new Date() },
+          parameters,
+        ),
+    ],
+    [
+      'a removal of the version read',
+      (parameters) =>
+        statements.deleteInto(
+          { id, state: [InstanceState.Deleting], operationId: randomUUID(), updatedAt: at },
+          parameters,
+        ),
+    ],
+    [
+      "a user's read of one instance",
+      (parameters) => `SELECT 1 WHERE ${statements.existsInto({ id, ownerId: owner }, parameters)}`,
+    ],
+  ];
+
+  async function plan(runner: QueryRunner, sql: string, parameters: unknown[]): Promise<string> {
+    if (db.options.type !== 'postgres') {
+      const rows = (await runner.query(`EXPLAIN QUERY PLAN ${sql}`, parameters)) as {
+        detail: string;
+      }[];
+      return rows.map((row) => row.detail).join('\n');
+    }
+    // EXPLAIN takes no parameters: the values go in as literals of the prepared statement's.
+    const literals = parameters.map((value) =>
+      value === null
+        ? 'NULL'
+        : escapeLiteral(value instanceof Date ? value.toISOString() : String(value)),
+    );
+    const rows = (await runner.query(`EXPLAIN EXECUTE probe(${literals.join(', ')})`)) as {
+      'QUERY PLAN': string;
+    }[];
+    return rows.map((row) => row['QUERY PLAN']).join('\n');
+  }
+
+  it.each(statementsOf)('%s: through the primary key', async (_, build) => {
+    const parameters: unknown[] = [];
+    const sql = build(parameters);
+    const runner = db.createQueryRunner();
+    try {
+      if (db.options.type !== 'postgres') {
+        const shown = await plan(runner, sql, parameters);
+        expect(shown).toMatch(/USING INDEX sqlite_autoindex_instances_1 \(id=\?\)/);
+        return;
+      }
+      await runner.query('SET enable_seqscan = off');
+      await runner.query(`PREPARE probe AS ${sql}`);
+      for (const mode of ['force_generic_plan', 'force_custom_plan']) {
+        await runner.query(`SET plan_cache_mode = ${mode}`);
+        const shown = await plan(runner, sql, parameters);
+        expect({ mode, shown }).toEqual({
+          mode,
+          shown: expect.stringMatching(/Index (Only )?Scan using "PK_\w+" on instances/),
+        });
+        expect(shown).toMatch(/Index Cond: \(id = /);
+      }
+    } finally {
+      if (db.options.type === 'postgres') {
+        await runner.query('DEALLOCATE ALL');
+        await runner.query('RESET plan_cache_mode');
+        await runner.query('RESET enable_seqscan');
+      }
+      await runner.release();
+    }
+  });
+});
