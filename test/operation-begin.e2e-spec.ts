@@ -2,6 +2,7 @@ import { getQueueToken } from '@nestjs/bull';
 import type { Queue } from 'bull';
 import { DataSource } from 'typeorm';
 import { InstanceJobData, QueueName, scheduledOf } from '../src/queues/queues';
+import { Instance } from '../src/state-machine/instance.entity';
 import { Operation, OperationStatus } from '../src/state-machine/operation.entity';
 import { TransitionService } from '../src/state-machine/transition.service';
 import { ApiClient } from './support/api';
@@ -116,6 +117,22 @@ describe('beginning an operation', () => {
     expect((await operationOf(created.id)).status).toBe(OperationStatus.Abandoned);
     const shown = (await alice.get(`/api/instances/${created.id}`).expect(200)).body;
     expect(shown).toMatchObject({ state: 'erred', error_message: 'moved by staff' });
+  });
+
+  it('begins from the stored rows when the copy a job carries is not whole', async () => {
+    const created = await alice.create({ name: 'begin-partial' });
+    const operation = await operationOf(created.id);
+    const data = (await queue().getJob(operation.id))!.data;
+    // A copy without a time (or without a column a later release added) is not used.
+    const instance: Partial<Instance> = { ...data.scheduled!.instance };
+    delete instance.updatedAt;
+    const partial = { ...data, scheduled: { ...data.scheduled!, instance } } as InstanceJobData;
+
+    const started = await t.app.get(TransitionService).begin(operation.id, scheduledOf(partial));
+
+    expect(started?.instance).toMatchObject({ state: 'provisioning', name: 'begin-partial' });
+    expect(started?.instance.updatedAt.getTime()).not.toBeNaN();
+    expect((await operationOf(created.id)).status).toBe(OperationStatus.Running);
   });
 
   it('begins a job that carries nothing, as the outbox relay re-sends them', async () => {

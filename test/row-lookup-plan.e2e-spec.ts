@@ -127,7 +127,8 @@ describe('looking up one instance by its key', () => {
       }
     } finally {
       if (db.options.type === 'postgres') {
-        await runner.query('DEALLOCATE ALL');
+        // Only the probe: the app's own prepared statements on this pooled connection stay.
+        await runner.query('DEALLOCATE probe').catch(() => undefined);
         await runner.query('RESET plan_cache_mode');
         await runner.query('RESET enable_seqscan');
       }

@@ -118,6 +118,8 @@ export class TransitionService {
   private readonly operations: EntityStatements<Operation>;
   private readonly transitions: EntityStatements<InstanceTransition>;
   private readonly events: EntityStatements<InstanceEvent>;
+  /** The properties of the rows a job's copy must have (see `begin`). */
+  private readonly columns: { operation: string[]; instance: string[] };
 
   constructor(
     private readonly tx: TransactionRunner,
@@ -128,6 +130,9 @@ export class TransitionService {
     this.operations = new EntityStatements(dataSource, Operation);
     this.transitions = new EntityStatements(dataSource, InstanceTransition);
     this.events = new EntityStatements(dataSource, InstanceEvent);
+    const properties = (entity: typeof Operation | typeof Instance) =>
+      dataSource.getMetadata(entity).columns.map((column) => column.propertyName);
+    this.columns = { operation: properties(Operation), instance: properties(Instance) };
   }
 
   // ---- requests ---------------------------------------------------------------------------
@@ -260,7 +265,7 @@ export class TransitionService {
     return this.write(async (em, changes) => {
       const carried =
         scheduled && changes.unlocked && changes.attempt === 0
-          ? asScheduled(operationId, scheduled)
+          ? asScheduled(operationId, scheduled, this.columns)
           : null;
       const found = carried ?? (await this.readOperation(em, operationId));
       if (!found || isFinished(found.operation.status)) return null;
@@ -789,11 +794,14 @@ export class TransitionService {
 
 /**
  * Copies of what a job carries, if they are an operation not yet begun and its instance in the
- * state that operation scheduled, owned by it; otherwise null (a job of another shape).
+ * state that operation scheduled, owned by it, each with every column (`columns`) and valid
+ * times; otherwise null, and the caller reads the rows (a job of another shape, or one written
+ * by a release whose rows had fewer columns).
  */
 function asScheduled(
   operationId: string,
   { operation, instance }: OperationScheduledSignal,
+  columns: { operation: readonly string[]; instance: readonly string[] },
 ): { operation: Operation; instance: Instance } | null {
   const spec = INSTANCE_MACHINE[operation.action] as (typeof INSTANCE_MACHINE)[Action] | undefined;
   const fresh =
@@ -801,12 +809,22 @@ function asScheduled(
     operation.status === OperationStatus.Pending &&
     instance.id === operation.instanceId &&
     instance.operationId === operationId &&
-    instance.state === spec?.scheduled;
+    instance.state === spec?.scheduled &&
+    isWhole(operation, columns.operation) &&
+    isWhole(instance, columns.instance);
   if (!fresh) return null;
   return {
     operation: Object.assign(new Operation(), operation),
     instance: Object.assign(new Instance(), instance),
   };
+}
+
+/** Whether `row` has a value (null included) for each property, and no invalid date. */
+function isWhole(row: object, properties: readonly string[]): boolean {
+  return properties.every((property) => {
+    const value: unknown = (row as Record<string, unknown>)[property];
+    return value !== undefined && !(value instanceof Date && Number.isNaN(value.getTime()));
+  });
 }
 
 /** Whether `em` runs in a transaction, where a read may lock rows. */
