@@ -118,8 +118,8 @@ export class TransitionService {
   private readonly operations: EntityStatements<Operation>;
   private readonly transitions: EntityStatements<InstanceTransition>;
   private readonly events: EntityStatements<InstanceEvent>;
-  /** The properties of the rows a job's copy must have (see `begin`). */
-  private readonly columns: { operation: string[]; instance: string[] };
+  /** What a job's copy of each row must have (see `begin`). */
+  private readonly columns: { operation: CopyShape; instance: CopyShape };
 
   constructor(
     private readonly tx: TransactionRunner,
@@ -130,9 +130,14 @@ export class TransitionService {
     this.operations = new EntityStatements(dataSource, Operation);
     this.transitions = new EntityStatements(dataSource, InstanceTransition);
     this.events = new EntityStatements(dataSource, InstanceEvent);
-    const properties = (entity: typeof Operation | typeof Instance) =>
-      dataSource.getMetadata(entity).columns.map((column) => column.propertyName);
-    this.columns = { operation: properties(Operation), instance: properties(Instance) };
+    const shape = (entity: typeof Operation | typeof Instance): CopyShape => {
+      const { columns } = dataSource.getMetadata(entity);
+      return {
+        properties: columns.map((column) => column.propertyName),
+        times: columns.filter((column) => column.type === Date).map((c) => c.propertyName),
+      };
+    };
+    this.columns = { operation: shape(Operation), instance: shape(Instance) };
   }
 
   // ---- requests ---------------------------------------------------------------------------
@@ -801,7 +806,7 @@ export class TransitionService {
 function asScheduled(
   operationId: string,
   { operation, instance }: OperationScheduledSignal,
-  columns: { operation: readonly string[]; instance: readonly string[] },
+  columns: { operation: CopyShape; instance: CopyShape },
 ): { operation: Operation; instance: Instance } | null {
   const spec = INSTANCE_MACHINE[operation.action] as (typeof INSTANCE_MACHINE)[Action] | undefined;
   const fresh =
@@ -819,12 +824,25 @@ function asScheduled(
   };
 }
 
-/** Whether `row` has a value (null included) for each property, and no invalid date. */
-function isWhole(row: object, properties: readonly string[]): boolean {
-  return properties.every((property) => {
-    const value: unknown = (row as Record<string, unknown>)[property];
-    return value !== undefined && !(value instanceof Date && Number.isNaN(value.getTime()));
-  });
+/** The columns of an entity, and those of them that hold times. */
+interface CopyShape {
+  properties: readonly string[];
+  times: readonly string[];
+}
+
+/**
+ * Whether `row` has a value (null included) for each column, and a valid date for each time
+ * (one the job's reader did not turn back into a date, say, leaves the copy unused).
+ */
+function isWhole(row: object, { properties, times }: CopyShape): boolean {
+  const values = row as Record<string, unknown>;
+  return (
+    properties.every((property) => values[property] !== undefined) &&
+    times.every((property) => {
+      const value = values[property];
+      return value instanceof Date && !Number.isNaN(value.getTime());
+    })
+  );
 }
 
 /** Whether `em` runs in a transaction, where a read may lock rows. */
