@@ -118,6 +118,19 @@ function failed(dataSource: DataSource, sql: string, values: unknown[], error: u
   return new QueryFailedError(sql, values, error as Error);
 }
 
+/** Which rows of a set-wise write may write: those whose tag the CTE `cte` answers. */
+export interface Gate {
+  tags: readonly number[];
+  cte: string;
+}
+
+/** One of the changes of a set-wise UPDATE or DELETE, `tag` naming whose it is. */
+export interface TaggedChange<T> {
+  tag: number;
+  where: Where<T>;
+  set?: Partial<T>;
+}
+
 /** The parts of an UPDATE or DELETE that decide its SQL (see `updateShape`). */
 interface Shape {
   setKeys: string[];
@@ -144,6 +157,8 @@ export class EntityStatements<T extends ObjectLiteral> {
   private readonly table: string;
   private readonly selectList: string;
   private readonly sqlCache = new Map<string, string>();
+  /** The FROM item and conditions of set-wise changes, by shape (`unnestMatch`). */
+  private readonly matchCache = new Map<string, { from: string; conditions: string }>();
   private readonly postgres: boolean;
   /** The primary key's properties. */
   private readonly primary: string[];
@@ -462,29 +477,196 @@ export class EntityStatements<T extends ObjectLiteral> {
   unnestInsert(
     rows: readonly Partial<T>[],
     parameters: unknown[],
-    options: { join?: string; returning?: string } = {},
+    options: { join?: string; returning?: string; gate?: Gate } = {},
   ): string | null {
     if (rows.length === 0) return null;
     const keys = Object.keys(rows[0]).filter((key) => rows[0][key] !== undefined);
+    const { join = '', returning = '', gate } = options;
+    if (gate) {
+      if (gate.tags.length !== rows.length) throw new Error('A gated insert needs a tag per row');
+      // Every row must set the same columns: one left unset would get null, not its default.
+      const same = (row: Partial<T>) =>
+        Object.keys(row)
+          .filter((key) => row[key] !== undefined)
+          .join() === keys.join();
+      if (!rows.every(same)) throw new Error(`${this.meta.name} rows set different columns`);
+    }
     const offset = parameters.length;
     for (const key of keys) {
       const column = this.byProperty.get(key)!;
       parameters.push(rows.map((row) => this.persistent(row[key], column)));
     }
-    const { join = '', returning = '' } = options;
-    return this.sql(`unnest:${keys.join(',')}:${offset}:${join}:${returning}`, () => {
+    if (gate) parameters.push(gate.tags);
+    const gated = gate ? gate.cte : '';
+    return this.sql(`unnest:${keys.join(',')}:${offset}:${join}:${returning}:${gated}`, () => {
       const arrays = keys.map(
         (key, i) => `$${offset + i + 1}::${this.arrayType(this.byProperty.get(key)!)}[]`,
       );
       const aliases = keys.map((_, i) => `c${i}`);
+      if (gate) {
+        arrays.push(`$${offset + keys.length + 1}::int[]`);
+        aliases.push('tag');
+      }
       return (
         `INSERT INTO ${this.table} (${keys.map((key) => this.column(key)).join(', ')}) ` +
-        `SELECT ${aliases.map((a) => `v.${a}`).join(', ')} ` +
+        `SELECT ${keys.map((_, i) => `v.c${i}`).join(', ')} ` +
         `FROM ${join ? `${join}, ` : ''}unnest(${arrays.join(', ')}) ` +
-        `WITH ORDINALITY AS v(${aliases.join(', ')}, n) ORDER BY v.n` +
+        `WITH ORDINALITY AS v(${aliases.join(', ')}, n)` +
+        (gate ? ` WHERE v.tag IN (SELECT tag FROM ${gate.cte})` : '') +
+        ` ORDER BY v.n` +
         (returning ? ` RETURNING ${returning}` : '')
       );
     });
+  }
+
+  /**
+   * PostgreSQL: one UPDATE of many rows, each change with its own row (`where`) and values
+   * (`set`), for a CTE; values are appended to `parameters` as one array per column, so the
+   * statement's shape does not depend on how many changes it makes. It answers the `tag` of each
+   * change that hit a row (`RETURNING tag`). Every column but the key's is assigned, to itself
+   * where a change does not set it, so that changes setting different columns share one shape.
+   * `where` is as `unnestDeleteInto` takes it. With `gate`, a change whose tag is not in that
+   * CTE changes nothing.
+   */
+  unnestUpdateInto(
+    changes: readonly TaggedChange<T>[],
+    parameters: unknown[],
+    options: { gate?: string } = {},
+  ): string {
+    const settable = this.meta.columns.filter((column) => !column.isPrimary);
+    if (settable.length > 30) throw new Error(`${this.meta.name} has too many columns to set`);
+    const sets = changes.map(({ set }) => (set ?? {}) as Record<string, unknown>);
+    const masks = sets.map((set) =>
+      settable.reduce(
+        (mask, c, i) => (set[c.propertyName] === undefined ? mask : mask | (1 << i)),
+        0,
+      ),
+    );
+    const values = settable.map((column) =>
+      sets.map((set) => {
+        const value = set[column.propertyName];
+        return value === undefined ? null : this.persistent(value, column);
+      }),
+    );
+    const match = this.unnestMatch(
+      changes,
+      parameters,
+      options.gate,
+      [masks, ...values],
+      ['int', ...settable.map((column) => this.arrayType(column))],
+    );
+    return this.sql(`unnest-update:${match.key}`, () => {
+      const assignments = settable.map((column, i) => {
+        const name = this.quote(column.databaseName);
+        return `${name} = CASE WHEN v.x0 & ${1 << i} <> 0 THEN v.x${i + 1} ELSE t.${name} END`;
+      });
+      return (
+        `UPDATE ${this.table} t SET ${assignments.join(', ')} FROM ${match.from} ` +
+        `WHERE ${match.conditions} RETURNING v.tag`
+      );
+    });
+  }
+
+  /**
+   * PostgreSQL: one DELETE of the rows of many changes, for a CTE, answering the `tag` of each
+   * change that hit a row. Every `where` names the same properties; a value that is a list of
+   * one stands for that value, and a longer list must be the same in every change (then
+   * `column IN (list)`). Where `where` names the whole primary key, the other conditions match
+   * null to null (`IS NOT DISTINCT FROM`) and, as in `guarded`, no index serves them; otherwise
+   * every condition is a plain `=`. With `gate`, a change whose tag is not in that CTE deletes
+   * nothing.
+   */
+  unnestDeleteInto(
+    changes: readonly TaggedChange<T>[],
+    parameters: unknown[],
+    options: { gate?: string } = {},
+  ): string {
+    const match = this.unnestMatch(changes, parameters, options.gate);
+    return this.sql(`unnest-delete:${match.key}`, () => {
+      return `DELETE FROM ${this.table} t USING ${match.from} WHERE ${match.conditions} RETURNING v.tag`;
+    });
+  }
+
+  /**
+   * The rows of tagged changes as `unnest(...) AS v(tag, w0, ..., x0, ...)`, with the columns
+   * `extra` of the types `extraTypes` as `x0, ...`, and the conditions that match the table (as
+   * `t`) against them; the values are appended to `parameters`.
+   */
+  private unnestMatch(
+    changes: readonly TaggedChange<T>[],
+    parameters: unknown[],
+    gate: string | undefined,
+    extra: readonly unknown[][] = [],
+    extraTypes: readonly string[] = [],
+  ): { from: string; conditions: string; key: string } {
+    const keys = Object.keys(changes[0].where);
+    const isList = (value: unknown): value is readonly unknown[] =>
+      Array.isArray(value) && value.length !== 1;
+    const lists = keys.map((key) => {
+      const value = changes[0].where[key] as unknown;
+      return isList(value) ? value : null;
+    });
+    for (const { where } of changes) {
+      const same =
+        Object.keys(where).join() === keys.join() &&
+        keys.every((key, i) => {
+          const value = where[key] as unknown;
+          const list = lists[i];
+          if (!list) return !isList(value);
+          return (
+            isList(value) && value.length === list.length && list.every((v, j) => v === value[j])
+          );
+        });
+      if (!same) throw new Error(`${this.meta.name} changes differ in their conditions`);
+    }
+    const offset = parameters.length;
+    parameters.push(changes.map((change) => change.tag));
+    keys.forEach((key, i) => {
+      const column = this.byProperty.get(key)!;
+      const list = lists[i];
+      if (list) {
+        parameters.push(...list.map((value) => this.persistent(value, column)));
+        return;
+      }
+      parameters.push(
+        changes.map(({ where }) => {
+          const value = where[key] as unknown;
+          return this.persistent(Array.isArray(value) ? (value[0] as unknown) : value, column);
+        }),
+      );
+    });
+    parameters.push(...extra);
+    const key =
+      `${keys.map((k, i) => (lists[i] ? `${k}[${lists[i].length}]` : k)).join(',')}:` +
+      `${extraTypes.join(',')}:${offset}:${gate ?? ''}`;
+    let built = this.matchCache.get(key);
+    if (!built) {
+      const keyed = this.primary.every((k) => keys.includes(k) && !lists[keys.indexOf(k)]);
+      let n = offset + 1;
+      const arrays = [`$${n++}::int[]`];
+      const aliases = ['tag'];
+      const conditions = keys.map((k, i) => {
+        const column = this.column(k);
+        const list = lists[i];
+        if (list) return `t.${column} IN (${list.map(() => `$${n++}`).join(', ')})`;
+        arrays.push(`$${n++}::${this.arrayType(this.byProperty.get(k)!)}[]`);
+        aliases.push(`w${i}`);
+        if (!keyed || this.primary.includes(k)) return `t.${column} = v.w${i}`;
+        return `t.${column} IS NOT DISTINCT FROM v.w${i}`;
+      });
+      extraTypes.forEach((type, i) => {
+        arrays.push(`$${n++}::${type}[]`);
+        aliases.push(`x${i}`);
+      });
+      const guarded = this.guarded(keys, conditions, keyed);
+      if (gate) guarded.push(`v.tag IN (SELECT tag FROM ${gate})`);
+      built = {
+        from: `unnest(${arrays.join(', ')}) AS v(${aliases.join(', ')})`,
+        conditions: guarded.join(' AND '),
+      };
+      this.matchCache.set(key, built);
+    }
+    return { ...built, key };
   }
 
   private arrayType(column: ColumnMetadata): string {

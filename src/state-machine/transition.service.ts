@@ -5,7 +5,8 @@ import { InjectDataSource } from '@nestjs/typeorm';
 import { DataSource, EntityManager } from 'typeorm';
 import type { Actor } from '../auth/actor';
 import { DomainError, DomainErrorCode } from '../common/domain-error';
-import { EntityStatements, Where, execute } from '../database/entity-statements';
+import { EntityStatements, TaggedChange, Where, execute } from '../database/entity-statements';
+import { StatementGroup } from '../database/statement-group';
 import { EVENT_LOG_LOCK, TransactionRunner } from '../database/transaction-runner';
 import { INSTANCE_EVENT, OPERATION_SCHEDULED, OperationScheduledSignal } from './domain-events';
 import { InstanceEvent } from './instance-event.entity';
@@ -94,6 +95,20 @@ class Changes {
     return this.instanceUpdates.length + this.instanceDeletes.length;
   }
 
+  /** The instances and operations this changes, by id: two that share one never share a statement. */
+  touched(): string[] {
+    const ids = new Set<string>();
+    for (const instance of this.instanceInserts) ids.add(instance.id);
+    for (const { where } of this.instanceUpdates) ids.add(String(where.id));
+    for (const where of this.instanceDeletes) ids.add(String(where.id));
+    for (const id of this.historyDeletes) ids.add(id);
+    for (const transition of this.transitions) ids.add(String(transition.instanceId));
+    for (const event of this.events) ids.add(event.instanceId);
+    for (const { operation } of this.operations) ids.add(operation.id);
+    for (const { where } of this.operationUpdates) ids.add(String(where.id));
+    return [...ids];
+  }
+
   count(ownerId: string, state: string, delta: number): void {
     const key = `${ownerId}/${state}`;
     const entry = this.counts.get(key) ?? { ownerId, state, delta: 0 };
@@ -120,6 +135,12 @@ export class TransitionService {
   private readonly events: EntityStatements<InstanceEvent>;
   /** What a job's copy of each row must have (see `begin`). */
   private readonly columns: { operation: CopyShape; instance: CopyShape };
+  /** PostgreSQL: the unlocked writes' statements, those that meet stored together (`write`). */
+  private readonly group = new StatementGroup<Changes, boolean>(
+    (changes) => this.storeChanges(this.dataSource.manager, changes),
+    (units) => this.storeTogether(units),
+    (changes) => changes.touched(),
+  );
 
   constructor(
     private readonly tx: TransactionRunner,
@@ -138,6 +159,11 @@ export class TransitionService {
       };
     };
     this.columns = { operation: shape(Operation), instance: shape(Instance) };
+  }
+
+  /** PostgreSQL: statements that stored more than one write, and the writes they stored. */
+  get groupStats(): { groups: number; grouped: number } {
+    return this.group.stats;
   }
 
   // ---- requests ---------------------------------------------------------------------------
@@ -655,7 +681,9 @@ export class TransitionService {
     const { instanceInserts, instanceUpdates, instanceDeletes, historyDeletes } = changes;
     const { transitions, operationUpdates, events } = changes;
     const operations = changes.operations.map((scheduled) => scheduled.operation);
-    const counts = [...changes.counts.values()].filter((change) => change.delta !== 0);
+    const counts = [...changes.counts.values()]
+      .filter((change) => change.delta !== 0)
+      .map((change) => ({ ...change, tag: 0 }));
     if (this.tx.isSqlite) {
       // SQLite's single writer is the lock. One statement each; ids in the order of the rows.
       await this.instances.insert(em, instanceInserts);
@@ -725,19 +753,9 @@ export class TransitionService {
       ctes.push(`operation_update_${i} AS (${update}${onlyIfOk})`);
     });
     if (counts.length > 0) {
-      parameters.push(
-        counts.map((c) => c.ownerId),
-        counts.map((c) => c.state),
-        counts.map((c) => c.delta),
-      );
-      const n = parameters.length;
-      ctes.push(
-        `counted AS (INSERT INTO instance_counts (owner_id, state, count) ` +
-          `SELECT c.owner_id, c.state, c.delta FROM ${stored ? '(SELECT count(*) FROM stored) AS done, ' : 'lock, '}` +
-          `${gated ? 'ok, ' : ''}` +
-          `unnest($${n - 2}::uuid[], $${n - 1}::varchar[], $${n}::int[]) AS c(owner_id, state, delta) ` +
-          `${ADD_TO_COUNT})`,
-      );
+      const after = stored ? 'stored' : 'lock';
+      const gate = gated ? 'EXISTS (SELECT 1 FROM ok)' : 'true';
+      ctes.push(countsCte(counts, parameters, after, gate));
     }
     if (ctes.length === 1) return true; // the lock alone: nothing to write
     const [row] = (
@@ -759,6 +777,129 @@ export class TransitionService {
   }
 
   /**
+   * PostgreSQL: stores the changes of several unlocked writes, none touching an instance another
+   * touches, as one statement: what `storeChanges` does for one, set-wise over arrays, so that
+   * one commit and one turn of the event log's lock serve them all and the statement keeps a few
+   * prepared shapes whatever their number. Each write's changes are tagged with its index; `ok`
+   * answers the tags of the writes whose conditional change of an instance hit (and of those
+   * that make none), and everything else a write stores is gated on its tag being there, so a
+   * write that missed stores nothing and reads again, while the others hold. Answers, for each
+   * write, whether it was stored; throws, having stored nothing, if the statement fails.
+   */
+  private async storeTogether(units: Changes[]): Promise<boolean[]> {
+    const parameters: unknown[] = [EVENT_LOG_LOCK];
+    const ctes: string[] = [];
+    const oks: string[] = [];
+    // Each set-wise change in the order of its row's key, as every group orders them: two
+    // statements that lock the same rows lock them in the same order.
+    const tagged = <E, X>(
+      pick: (changes: Changes) => X[],
+      as: (x: X) => Omit<TaggedChange<E>, 'tag'>,
+    ): TaggedChange<E>[] =>
+      units
+        .flatMap((changes, tag) => pick(changes).map((x) => ({ tag, ...as(x) })))
+        .sort((a, b) => compareIds(a.where, b.where));
+    const updates = tagged<Instance, Changes['instanceUpdates'][number]>(
+      (c) => c.instanceUpdates,
+      (update) => update,
+    );
+    const deletes = tagged<Instance, Where<Instance>>(
+      (c) => c.instanceDeletes,
+      (where) => ({ where }),
+    );
+    byShape(updates).forEach((shape, i) => {
+      ctes.push(`instance_update_${i} AS (${this.instances.unnestUpdateInto(shape, parameters)})`);
+      oks.push(`SELECT tag FROM instance_update_${i}`);
+    });
+    byShape(deletes).forEach((shape, i) => {
+      ctes.push(`instance_delete_${i} AS (${this.instances.unnestDeleteInto(shape, parameters)})`);
+      oks.push(`SELECT tag FROM instance_delete_${i}`);
+    });
+    const free = units.flatMap((changes, tag) => (changes.conditional === 0 ? [tag] : []));
+    if (free.length > 0) {
+      parameters.push(free);
+      oks.push(`SELECT unnest($${parameters.length}::int[]) AS tag`);
+    }
+    ctes.push(`ok AS (${oks.join(' UNION ALL ')})`);
+    // Every conditional change has run (count) before the lock is taken: a change waiting on a
+    // row another statement holds never holds the lock meanwhile.
+    ctes.push(
+      'lock AS (SELECT pg_advisory_xact_lock($1) FROM (SELECT count(*) AS n FROM ok) AS hit WHERE hit.n > 0)',
+    );
+    const gateOf = <X>(pick: (changes: Changes) => readonly X[]) => ({
+      tags: units.flatMap((changes, tag) => pick(changes).map(() => tag)),
+      cte: 'ok',
+    });
+    const events = units.flatMap((changes) => changes.events);
+    const stored = this.events.unnestInsert(events, parameters, {
+      join: 'lock',
+      returning: 'id',
+      gate: gateOf((c) => c.events),
+    });
+    if (stored) ctes.push(`stored AS (${stored})`);
+    const instancesSql = this.instances.unnestInsert(
+      units.flatMap((c) => c.instanceInserts),
+      parameters,
+      { gate: gateOf((c) => c.instanceInserts) },
+    );
+    if (instancesSql) ctes.push(`stored_instances AS (${instancesSql})`);
+    const histories = tagged<InstanceTransition, string>(
+      (c) => c.historyDeletes,
+      (instanceId) => ({ where: { instanceId } }),
+    );
+    byShape(histories).forEach((shape, i) => {
+      const sql = this.transitions.unnestDeleteInto(shape, parameters, { gate: 'ok' });
+      ctes.push(`history_delete_${i} AS (${sql})`);
+    });
+    const transitionsSql = this.transitions.unnestInsert(
+      units.flatMap((c) => c.transitions),
+      parameters,
+      { gate: gateOf((c) => c.transitions) },
+    );
+    if (transitionsSql) ctes.push(`stored_transitions AS (${transitionsSql})`);
+    const operationsSql = this.operations.unnestInsert(
+      units.flatMap((c) => c.operations.map((scheduled) => scheduled.operation)),
+      parameters,
+      { gate: gateOf((c) => c.operations) },
+    );
+    if (operationsSql) ctes.push(`stored_operations AS (${operationsSql})`);
+    const operationUpdates = tagged<Operation, Changes['operationUpdates'][number]>(
+      (c) => c.operationUpdates,
+      (update) => update,
+    );
+    byShape(operationUpdates).forEach((shape, i) => {
+      const sql = this.operations.unnestUpdateInto(shape, parameters, { gate: 'ok' });
+      ctes.push(`operation_update_${i} AS (${sql})`);
+    });
+    const counts = units.flatMap((changes, tag) =>
+      [...changes.counts.values()].filter((c) => c.delta !== 0).map((c) => ({ ...c, tag })),
+    );
+    if (counts.length > 0) {
+      ctes.push(
+        countsCte(counts, parameters, stored ? 'stored' : 'lock', 'c.tag IN (SELECT tag FROM ok)'),
+      );
+    }
+    const answer = ['(SELECT array_agg(tag) FROM ok) AS ok'];
+    if (stored) answer.push('(SELECT array_agg(id ORDER BY id) FROM stored) AS ids');
+    const [row] = (
+      await execute(
+        this.dataSource,
+        this.dataSource.manager,
+        `WITH ${ctes.join(',\n')}\nSELECT ${answer.join(', ')}`,
+        parameters,
+      )
+    ).rows;
+    // Stored: from here on nothing may throw. Event ids were given in the order of the events.
+    const hit = new Set((row.ok as number[] | null) ?? []);
+    const ids = ((row.ids as (number | string)[] | null) ?? []).values();
+    return units.map((changes, tag) => {
+      if (!hit.has(tag)) return false;
+      for (const event of changes.events) event.id = Number(ids.next().value);
+      return true;
+    });
+  }
+
+  /**
    * Runs `work`, stores what it appended (`storeChanges`), then announces it.
    *
    * On PostgreSQL `work` first reads without a transaction or locks, and what it appended is
@@ -775,7 +916,7 @@ export class TransitionService {
         const value = await work(this.dataSource.manager, changes);
         // Two conditional changes in one statement could half-apply: those take locks.
         if (changes.conditional > 1) break;
-        if (await this.storeChanges(this.dataSource.manager, changes)) {
+        if (await this.group.store(changes)) {
           this.announce(changes);
           return value;
         }
@@ -857,5 +998,61 @@ function inTransaction(em: EntityManager): boolean {
 function lostUpdate(where: Where<Instance>): Error {
   return new Error(
     `Instance ${String(where.id)} changed under a held lock; transaction rolled back`,
+  );
+}
+
+/**
+ * Tagged changes by the shape of their conditions (the properties, and the values of any list
+ * of more than one): each shape is one set-wise statement.
+ */
+function byShape<E>(changes: TaggedChange<E>[]): TaggedChange<E>[][] {
+  const shapes = new Map<string, TaggedChange<E>[]>();
+  for (const change of changes) {
+    const key = Object.entries(change.where)
+      .map(([k, v]) => (Array.isArray(v) && v.length !== 1 ? `${k}=${v.join('|')}` : k))
+      .join(',');
+    const shape = shapes.get(key);
+    if (shape) shape.push(change);
+    else shapes.set(key, [change]);
+  }
+  return [...shapes.values()];
+}
+
+/** Orders changes by the id their rows are found by (`id`, or `instanceId` for a history). */
+function compareIds(a: object, b: object): number {
+  const key = (where: object) => {
+    const { id, instanceId } = where as { id?: unknown; instanceId?: unknown };
+    return String(id ?? instanceId);
+  };
+  const [x, y] = [key(a), key(b)];
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/**
+ * The CTE that adds changes of the counts to `instance_counts`: after `after` (the events'
+ * insert, which waits for the event log's lock, or the lock itself), only where `gate` holds (a
+ * condition on `c.tag`), one row per owner and state, since an upsert may not change one row
+ * twice.
+ */
+function countsCte(
+  counts: readonly { ownerId: string; state: string; delta: number; tag: number }[],
+  parameters: unknown[],
+  after: 'stored' | 'lock',
+  gate: string,
+): string {
+  parameters.push(
+    counts.map((c) => c.ownerId),
+    counts.map((c) => c.state),
+    counts.map((c) => c.delta),
+    counts.map((c) => c.tag),
+  );
+  const n = parameters.length;
+  return (
+    `counted AS (INSERT INTO instance_counts (owner_id, state, count) ` +
+    `SELECT c.owner_id, c.state, sum(c.delta)::int ` +
+    `FROM ${after === 'stored' ? '(SELECT count(*) FROM stored) AS done' : 'lock'}, ` +
+    `unnest($${n - 3}::uuid[], $${n - 2}::varchar[], $${n - 1}::int[], $${n}::int[]) ` +
+    `AS c(owner_id, state, delta, tag) WHERE ${gate} ` +
+    `GROUP BY c.owner_id, c.state HAVING sum(c.delta) <> 0 ${ADD_TO_COUNT})`
   );
 }

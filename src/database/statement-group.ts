@@ -1,0 +1,99 @@
+/** The most items one statement stores. */
+const MAX_GROUP = 64;
+
+interface Pending<T, R> {
+  item: T;
+  keys: readonly string[];
+  resolve: (result: R) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * Stores items one statement at a time, and those that arrive while a statement runs together
+ * in the next (group commit, as SQLite's `TransactionRunner` does with transactions): under load
+ * one statement, one commit and one turn of whatever lock it takes serve many items, and when
+ * nothing runs an item is stored at once.
+ *
+ * Items that name a common key (an instance they change, say) never share a statement: a later
+ * one waits for the next. `one` stores an item alone; `many` stores several as one statement,
+ * answering each one's result in order, and throws only if it stored none of them (a failed
+ * statement): each is then stored alone, so an item that cannot be stored fails by itself, as
+ * it would have without the group.
+ */
+export class StatementGroup<T, R> {
+  private readonly queue: Pending<T, R>[] = [];
+  private running = false;
+  private groups = 0;
+  private grouped = 0;
+
+  constructor(
+    private readonly one: (item: T) => Promise<R>,
+    private readonly many: (items: T[]) => Promise<R[]>,
+    private readonly keysOf: (item: T) => readonly string[],
+  ) {}
+
+  /** Statements that stored more than one item, and the items they stored. */
+  get stats(): { groups: number; grouped: number } {
+    return { groups: this.groups, grouped: this.grouped };
+  }
+
+  store(item: T): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      this.queue.push({ item, keys: this.keysOf(item), resolve, reject });
+      if (!this.running) void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.queue.length > 0) {
+        const group = this.take();
+        if (group.length === 1) {
+          await this.settle(group[0], () => this.one(group[0].item));
+          continue;
+        }
+        let results: R[] | null = null;
+        try {
+          results = await this.many(group.map((pending) => pending.item));
+        } catch {
+          // Nothing was stored: each goes alone, and fails alone if it must.
+        }
+        if (results) {
+          this.groups++;
+          this.grouped += group.length;
+          group.forEach((pending, i) => pending.resolve(results[i]));
+        } else {
+          await Promise.all(group.map((p) => this.settle(p, () => this.one(p.item))));
+        }
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** The next group: queued items in order, none naming a key an earlier one names. */
+  private take(): Pending<T, R>[] {
+    const taken: Pending<T, R>[] = [];
+    const keys = new Set<string>();
+    for (let i = 0; i < this.queue.length && taken.length < MAX_GROUP;) {
+      const pending = this.queue[i];
+      if (pending.keys.some((key) => keys.has(key))) {
+        i++;
+        continue;
+      }
+      for (const key of pending.keys) keys.add(key);
+      taken.push(pending);
+      this.queue.splice(i, 1);
+    }
+    return taken;
+  }
+
+  private async settle(pending: Pending<T, R>, run: () => Promise<R>): Promise<void> {
+    try {
+      pending.resolve(await run());
+    } catch (error) {
+      pending.reject(error);
+    }
+  }
+}
