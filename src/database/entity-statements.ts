@@ -520,6 +520,29 @@ export class EntityStatements<T extends ObjectLiteral> {
   }
 
   /**
+   * PostgreSQL: locks the rows whose primary key is one of `rows`' keys (`FOR UPDATE`), one after
+   * another in the key's order, for a CTE; answers the `tag` of each row found. Statements that
+   * take their rows so take them in one order, and never wait on each other's rows in opposite
+   * orders.
+   */
+  lockInto(rows: readonly { tag: number; key: unknown }[], parameters: unknown[]): string {
+    if (this.primary.length !== 1) throw new Error(`${this.meta.name} has a composite key`);
+    const key = this.byProperty.get(this.primary[0])!;
+    const offset = parameters.length;
+    parameters.push(
+      rows.map((row) => this.persistent(row.key, key)),
+      rows.map((row) => row.tag),
+    );
+    return this.sql(`lock:${offset}`, () => {
+      const column = this.quote(key.databaseName);
+      return (
+        `SELECT v.tag FROM ${this.table} t JOIN unnest($${offset + 1}::${this.arrayType(key)}[], ` +
+        `$${offset + 2}::int[]) AS v(key, tag) ON t.${column} = v.key ORDER BY t.${column} FOR UPDATE OF t`
+      );
+    });
+  }
+
+  /**
    * PostgreSQL: one UPDATE of many rows, each change with its own row (`where`) and values
    * (`set`), for a CTE; values are appended to `parameters` as one array per column, so the
    * statement's shape does not depend on how many changes it makes. It answers the `tag` of each
@@ -536,6 +559,11 @@ export class EntityStatements<T extends ObjectLiteral> {
     const settable = this.meta.columns.filter((column) => !column.isPrimary);
     if (settable.length > 30) throw new Error(`${this.meta.name} has too many columns to set`);
     const sets = changes.map(({ set }) => (set ?? {}) as Record<string, unknown>);
+    const names = new Set(settable.map((column) => column.propertyName));
+    for (const set of sets) {
+      const unknown = Object.keys(set).find((key) => set[key] !== undefined && !names.has(key));
+      if (unknown) throw new Error(`${this.meta.name} has no column to set for '${unknown}'`);
+    }
     const masks = sets.map((set) =>
       settable.reduce(
         (mask, c, i) => (set[c.propertyName] === undefined ? mask : mask | (1 << i)),
@@ -619,6 +647,12 @@ export class EntityStatements<T extends ObjectLiteral> {
         });
       if (!same) throw new Error(`${this.meta.name} changes differ in their conditions`);
     }
+    const keyed = this.primary.every((k) => keys.includes(k) && !lists[keys.indexOf(k)]);
+    if (lists.some((list) => list?.length === 0)) throw new Error('An empty list matches no row');
+    if (!keyed && changes.some(({ where }) => keys.some((key) => where[key] === null))) {
+      // `=` would never match it; only changes of one row each may match nulls.
+      throw new Error(`${this.meta.name} changes match null without naming their rows`);
+    }
     const offset = parameters.length;
     parameters.push(changes.map((change) => change.tag));
     keys.forEach((key, i) => {
@@ -641,7 +675,6 @@ export class EntityStatements<T extends ObjectLiteral> {
       `${extraTypes.join(',')}:${offset}:${gate ?? ''}`;
     let built = this.matchCache.get(key);
     if (!built) {
-      const keyed = this.primary.every((k) => keys.includes(k) && !lists[keys.indexOf(k)]);
       let n = offset + 1;
       const arrays = [`$${n++}::int[]`];
       const aliases = ['tag'];
@@ -677,8 +710,12 @@ export class EntityStatements<T extends ObjectLiteral> {
     if (type === 'uuid') return 'uuid';
     if (type === Number || type === 'integer' || type === 'int') return 'int';
     if (type === Boolean || type === 'boolean') return 'boolean';
-    // varchar, text and simple-json (stored as text).
-    return 'text';
+    if (type === 'varchar' || type === 'text' || type === String || type === 'simple-json') {
+      return 'text'; // simple-json is stored as text
+    }
+    // A set-wise statement passes each column as an array of this type: a guess would make it
+    // fail (or convert) at run time, so a column of any other type must be added here.
+    throw new Error(`${this.meta.name}.${column.propertyName}: no array type for ${String(type)}`);
   }
 
   /** An entity from a row; with `alias`, from the columns `aliasedList(alias)` selected. */

@@ -25,11 +25,27 @@ function harness(keysOf: (item: string) => string[] = (item) => [item]) {
     },
     (items) => start(items),
     keysOf,
+    // A lost connection may have stored the items; any other failure stored none.
+    (error) => !(error as Error).message.includes('lost'),
   );
   return { group, runs };
 }
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+/** 'b' and 'c' arrive while 'a' is stored, and their statement (`runs[1]`) has started. */
+async function bAndCTogether() {
+  const { group, runs } = harness();
+  const first = group.store('a');
+  await tick();
+  const later = ['b', 'c'].map((item) => group.store(item).catch((error: Error) => error));
+  await tick();
+  runs[0].finish();
+  await first;
+  await tick();
+  expect(runs[1].items).toEqual(['b', 'c']);
+  return { group, runs, later };
+}
 
 describe('StatementGroup', () => {
   it('stores an item at once when nothing runs', async () => {
@@ -85,14 +101,7 @@ describe('StatementGroup', () => {
   });
 
   it('stores each item alone when their statement fails, and fails only the one that must', async () => {
-    const { group, runs } = harness();
-    const first = group.store('a');
-    await tick();
-    const later = ['b', 'c'].map((item) => group.store(item).catch((error: Error) => error));
-    await tick();
-    runs[0].finish();
-    await first;
-    await tick();
+    const { group, runs, later } = await bAndCTogether();
     runs[1].fail(new Error('statement failed'));
     await tick();
     expect(runs.slice(2).map((run) => run.items)).toEqual([['b'], ['c']]);
@@ -102,6 +111,46 @@ describe('StatementGroup', () => {
     expect((b as Error).message).toBe('b failed alone');
     expect(c).toBe('stored c');
     expect(group.stats).toEqual({ groups: 0, grouped: 0 });
+  });
+
+  it('fails every item, and stores none again, when their statement may have stored them', async () => {
+    const { runs, later } = await bAndCTogether();
+    runs[1].fail(new Error('connection lost'));
+    const [b, c] = await Promise.all(later);
+    expect((b as Error).message).toBe('connection lost');
+    expect((c as Error).message).toBe('connection lost');
+    await tick();
+    expect(runs).toHaveLength(2);
+  });
+
+  it('fails every item when their statement answers a different number of results', async () => {
+    const { runs, later } = await bAndCTogether();
+    runs[1].finish(['B']);
+    const [b, c] = await Promise.all(later);
+    expect((b as Error).message).toBe('A statement of 2 items answered 1');
+    expect(c).toBe(b as Error);
+  });
+
+  it('keeps an item behind a waiting item it shares a key with', async () => {
+    // b waits for a (key x); c shares key y with b only, so it must not overtake b.
+    const keys: Record<string, string[]> = { a: ['x'], b: ['x', 'y'], c: ['y'], d: ['z'] };
+    const { group, runs } = harness((item) => keys[item] ?? [item]);
+    const first = group.store('first');
+    await tick();
+    const later = ['a', 'b', 'c', 'd'].map((item) => group.store(item));
+    await tick();
+    runs[0].finish();
+    await first;
+    await tick();
+    expect(runs[1].items).toEqual(['a', 'd']);
+    runs[1].finish();
+    await tick();
+    expect(runs[2].items).toEqual(['b']);
+    runs[2].finish();
+    await tick();
+    expect(runs[3].items).toEqual(['c']);
+    runs[3].finish();
+    await expect(Promise.all(later)).resolves.toHaveLength(4);
   });
 
   it('goes on after a failure, and takes no more than 64 items in one statement', async () => {

@@ -14,11 +14,12 @@ interface Pending<T, R> {
  * one statement, one commit and one turn of whatever lock it takes serve many items, and when
  * nothing runs an item is stored at once.
  *
- * Items that name a common key (an instance they change, say) never share a statement: a later
- * one waits for the next. `one` stores an item alone; `many` stores several as one statement,
- * answering each one's result in order, and throws only if it stored none of them (a failed
- * statement): each is then stored alone, so an item that cannot be stored fails by itself, as
- * it would have without the group.
+ * Items that name a common key (an instance they change, say) never share a statement, and are
+ * stored in the order they came. `one` stores an item alone; `many` stores several as one
+ * statement, answering each one's result in order. When `many` fails having stored none of them
+ * (`storedNone`: the database refused the statement, which rolled back), each is stored alone,
+ * so an item that cannot be stored fails by itself, as it would have without the group; when
+ * it may have stored them (the connection was lost before the answer), each hears of the error.
  */
 export class StatementGroup<T, R> {
   private readonly queue: Pending<T, R>[] = [];
@@ -30,6 +31,8 @@ export class StatementGroup<T, R> {
     private readonly one: (item: T) => Promise<R>,
     private readonly many: (items: T[]) => Promise<R[]>,
     private readonly keysOf: (item: T) => readonly string[],
+    /** Whether an error of `many` means it stored none of its items. */
+    private readonly storedNone: (error: unknown) => boolean,
   ) {}
 
   /** Statements that stored more than one item, and the items they stored. */
@@ -53,19 +56,30 @@ export class StatementGroup<T, R> {
           await this.settle(group[0], () => this.one(group[0].item));
           continue;
         }
-        let results: R[] | null = null;
+        let results: R[];
         try {
           results = await this.many(group.map((pending) => pending.item));
-        } catch {
-          // Nothing was stored: each goes alone, and fails alone if it must.
+        } catch (error) {
+          if (this.storedNone(error)) {
+            // Each goes alone, and fails alone if it must.
+            await Promise.all(group.map((p) => this.settle(p, () => this.one(p.item))));
+          } else {
+            // It may have been stored (a connection lost before the answer): storing any again
+            // could apply it twice, so each hears of the error.
+            for (const pending of group) pending.reject(error);
+          }
+          continue;
         }
-        if (results) {
-          this.groups++;
-          this.grouped += group.length;
-          group.forEach((pending, i) => pending.resolve(results[i]));
-        } else {
-          await Promise.all(group.map((p) => this.settle(p, () => this.one(p.item))));
+        if (results.length !== group.length) {
+          const error = new Error(
+            `A statement of ${group.length} items answered ${results.length}`,
+          );
+          for (const pending of group) pending.reject(error);
+          continue;
         }
+        this.groups++;
+        this.grouped += group.length;
+        group.forEach((pending, i) => pending.resolve(results[i]));
       }
     } finally {
       this.running = false;
@@ -79,6 +93,9 @@ export class StatementGroup<T, R> {
     for (let i = 0; i < this.queue.length && taken.length < MAX_GROUP;) {
       const pending = this.queue[i];
       if (pending.keys.some((key) => keys.has(key))) {
+        // It waits, and so does anything after it that shares a key with it: items that share
+        // a key are stored in the order they came.
+        for (const key of pending.keys) keys.add(key);
         i++;
         continue;
       }

@@ -2,7 +2,8 @@ import { Injectable } from '@nestjs/common';
 import { EventEmitter2 } from '@nestjs/event-emitter';
 import { v7 as uuidv7 } from 'uuid';
 import { InjectDataSource } from '@nestjs/typeorm';
-import { DataSource, EntityManager } from 'typeorm';
+import { DatabaseError } from 'pg';
+import { DataSource, EntityManager, QueryFailedError } from 'typeorm';
 import type { Actor } from '../auth/actor';
 import { DomainError, DomainErrorCode } from '../common/domain-error';
 import { EntityStatements, TaggedChange, Where, execute } from '../database/entity-statements';
@@ -140,6 +141,11 @@ export class TransitionService {
     (changes) => this.storeChanges(this.dataSource.manager, changes),
     (units) => this.storeTogether(units),
     (changes) => changes.touched(),
+    // Refused by the database (an error with its code), the statement rolled back; an error
+    // before it ran stored nothing either. A connection lost on the way leaves it unknown.
+    (error) =>
+      !(error instanceof QueryFailedError) ||
+      (error.driverError as unknown) instanceof DatabaseError,
   );
 
   constructor(
@@ -779,26 +785,26 @@ export class TransitionService {
   /**
    * PostgreSQL: stores the changes of several unlocked writes, none touching an instance another
    * touches, as one statement: what `storeChanges` does for one, set-wise over arrays, so that
-   * one commit and one turn of the event log's lock serve them all and the statement keeps a few
-   * prepared shapes whatever their number. Each write's changes are tagged with its index; `ok`
-   * answers the tags of the writes whose conditional change of an instance hit (and of those
-   * that make none), and everything else a write stores is gated on its tag being there, so a
-   * write that missed stores nothing and reads again, while the others hold. Answers, for each
-   * write, whether it was stored; throws, having stored nothing, if the statement fails.
+   * one commit and one turn of the event log's lock serve them all, and the statement's shape
+   * depends on the kinds of change it holds, not on their number. Each write's changes are
+   * tagged with its index; `ok` answers the tags of the writes whose conditional change of an
+   * instance hit (and of those that make none), and everything else a write stores is gated on
+   * its tag being there, so a write that missed stores nothing and reads again, while the others
+   * hold. Answers, for each write, whether it was stored.
+   *
+   * The instance rows it changes are locked first, in the order of their ids (`locked`), as
+   * every such statement locks them: two of them, in this process or another, never wait on
+   * each other's rows in opposite orders.
    */
   private async storeTogether(units: Changes[]): Promise<boolean[]> {
     const parameters: unknown[] = [EVENT_LOG_LOCK];
     const ctes: string[] = [];
     const oks: string[] = [];
-    // Each set-wise change in the order of its row's key, as every group orders them: two
-    // statements that lock the same rows lock them in the same order.
     const tagged = <E, X>(
       pick: (changes: Changes) => X[],
       as: (x: X) => Omit<TaggedChange<E>, 'tag'>,
     ): TaggedChange<E>[] =>
-      units
-        .flatMap((changes, tag) => pick(changes).map((x) => ({ tag, ...as(x) })))
-        .sort((a, b) => compareIds(a.where, b.where));
+      units.flatMap((changes, tag) => pick(changes).map((x) => ({ tag, ...as(x) })));
     const updates = tagged<Instance, Changes['instanceUpdates'][number]>(
       (c) => c.instanceUpdates,
       (update) => update,
@@ -807,12 +813,16 @@ export class TransitionService {
       (c) => c.instanceDeletes,
       (where) => ({ where }),
     );
+    const rows = [...updates, ...deletes].map(({ tag, where }) => ({ tag, key: String(where.id) }));
+    if (rows.length > 0) ctes.push(`locked AS (${this.instances.lockInto(rows, parameters)})`);
     byShape(updates).forEach((shape, i) => {
-      ctes.push(`instance_update_${i} AS (${this.instances.unnestUpdateInto(shape, parameters)})`);
+      const sql = this.instances.unnestUpdateInto(shape, parameters, { gate: 'locked' });
+      ctes.push(`instance_update_${i} AS (${sql})`);
       oks.push(`SELECT tag FROM instance_update_${i}`);
     });
     byShape(deletes).forEach((shape, i) => {
-      ctes.push(`instance_delete_${i} AS (${this.instances.unnestDeleteInto(shape, parameters)})`);
+      const sql = this.instances.unnestDeleteInto(shape, parameters, { gate: 'locked' });
+      ctes.push(`instance_delete_${i} AS (${sql})`);
       oks.push(`SELECT tag FROM instance_delete_${i}`);
     });
     const free = units.flatMap((changes, tag) => (changes.conditional === 0 ? [tag] : []));
@@ -1015,17 +1025,9 @@ function byShape<E>(changes: TaggedChange<E>[]): TaggedChange<E>[][] {
     if (shape) shape.push(change);
     else shapes.set(key, [change]);
   }
-  return [...shapes.values()];
-}
-
-/** Orders changes by the id their rows are found by (`id`, or `instanceId` for a history). */
-function compareIds(a: object, b: object): number {
-  const key = (where: object) => {
-    const { id, instanceId } = where as { id?: unknown; instanceId?: unknown };
-    return String(id ?? instanceId);
-  };
-  const [x, y] = [key(a), key(b)];
-  return x < y ? -1 : x > y ? 1 : 0;
+  // In the order of their keys: the statement's text, and so its prepared name, depends on
+  // which shapes it holds, not on the order they came in.
+  return [...shapes.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, shape]) => shape);
 }
 
 /**
@@ -1050,7 +1052,7 @@ function countsCte(
   return (
     `counted AS (INSERT INTO instance_counts (owner_id, state, count) ` +
     `SELECT c.owner_id, c.state, sum(c.delta)::int ` +
-    `FROM ${after === 'stored' ? '(SELECT count(*) FROM stored) AS done' : 'lock'}, ` +
+    `FROM lock, ${after === 'stored' ? '(SELECT count(*) FROM stored) AS done, ' : ''}` +
     `unnest($${n - 3}::uuid[], $${n - 2}::varchar[], $${n - 1}::int[], $${n}::int[]) ` +
     `AS c(owner_id, state, delta, tag) WHERE ${gate} ` +
     `GROUP BY c.owner_id, c.state HAVING sum(c.delta) <> 0 ${ADD_TO_COUNT})`
