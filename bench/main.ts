@@ -79,6 +79,7 @@ function emptyResults(options: BenchOptions): BenchResults {
     },
     accept: null,
     endToEnd: [],
+    writeGroups: null,
     overhead: null,
     floor: { noop: null, commits: null },
     httpStack: null,
@@ -192,7 +193,13 @@ async function run(options: BenchOptions, results: BenchResults, cleanup: Cleanu
 
     service.enterPhase('end-to-end');
     log(`End-to-end: ${options.n} instances, create -> stop -> start -> delete`);
+    const groupsBefore = await writeGroups(api);
     results.endToEnd = await lifecycle.run(options.n, `e2e-${tag}`);
+    const groupsAfter = await writeGroups(api);
+    results.writeGroups = {
+      statements: groupsAfter.statements - groupsBefore.statements,
+      writes: groupsAfter.writes - groupsBefore.writes,
+    };
     for (const phase of results.endToEnd) {
       log(`  ${phase.phase}: ${phase.perSecond}/s (${phase.seconds} s)`);
     }
@@ -337,3 +344,15 @@ main().then(
     process.exit(1);
   },
 );
+
+/** The service's counters of writes stored together (PostgreSQL; zero on SQLite). */
+async function writeGroups(api: ApiClient): Promise<{ statements: number; writes: number }> {
+  const reply = await api.send<string>('GET', '/metrics');
+  if (reply.status !== 200) throw new BenchError(`GET /metrics answered ${reply.status}`);
+  const sample = (name: string) =>
+    Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(reply.body)?.[1] ?? 0);
+  return {
+    statements: sample('provisor_write_groups_total'),
+    writes: sample('provisor_grouped_writes_total'),
+  };
+}

@@ -41,6 +41,11 @@ export interface BenchResults {
   /** The accept rate at the smallest growth size. */
   accept: { tableRows: number; create: LoadResult; action: LoadResult } | null;
   endToEnd: PhaseResult[];
+  /**
+   * PostgreSQL: over the end-to-end phases, statements that stored several transitions' writes
+   * together, and the writes they stored (the service's /metrics, read before and after).
+   */
+  writeGroups: { statements: number; writes: number } | null;
   overhead: OverheadResult | null;
   floor: { noop: FloorRun | null; commits: FloorRun | null };
   /** One request through the service's HTTP stack, no database: the floor's other part. */
@@ -189,6 +194,13 @@ export function renderReport(r: BenchResults): string {
         ]),
       ),
     );
+    if (r.writeGroups && r.writeGroups.statements > 0) {
+      const { statements, writes } = r.writeGroups;
+      out.push(
+        `Writes stored together: ${writes.toLocaleString('en-US')} in ` +
+          `${statements.toLocaleString('en-US')} statements (${fmt(writes / statements, 1)} each)`,
+      );
+    }
   }
 
   if (r.floor.noop || r.floor.commits) {

@@ -215,4 +215,12 @@ onPostgres('writes stored together (PostgreSQL)', () => {
     const { tally, rows } = await tallyAndRows(db());
     expect(tally).toEqual(rows);
   });
+
+  it('shows its statements and the writes they stored in /metrics', async () => {
+    const { groups, grouped } = transitions.groupStats;
+    expect(groups).toBeGreaterThan(0);
+    const text = (await t.http.get('/metrics').expect(200)).text;
+    expect(text).toMatch(new RegExp(`^provisor_write_groups_total ${groups}$`, 'm'));
+    expect(text).toMatch(new RegExp(`^provisor_grouped_writes_total ${grouped}$`, 'm'));
+  });
 });

@@ -11,6 +11,7 @@ import { JOB_FINISHED, JobFinishedSignal, QueueName } from '../queues/queues';
 import { INSTANCE_EVENT, InstanceEventSignal } from '../state-machine/domain-events';
 import { Instance } from '../state-machine/instance.entity';
 import { Operation, OperationStatus } from '../state-machine/operation.entity';
+import { TransitionService } from '../state-machine/transition.service';
 
 /**
  * Provisor's Prometheus metrics (prom-client), in a registry of its own. Counters move with the
@@ -55,8 +56,28 @@ export class MetricsService {
     @InjectRepository(Instance) private readonly instances: Repository<Instance>,
     @InjectRepository(Operation) private readonly operations: Repository<Operation>,
     private readonly tx: TransactionRunner,
+    transitions: TransitionService,
   ) {
     collectDefaultMetrics({ register: this.registry, prefix: 'provisor_process_' });
+    // Counters kept by the transition service, read when scraped.
+    const writeGroups: Counter = new Counter({
+      name: 'provisor_write_groups_total',
+      help: 'PostgreSQL: statements that stored the writes of several transitions together',
+      registers: [this.registry],
+      collect: () => {
+        writeGroups.reset();
+        writeGroups.inc(transitions.groupStats.groups);
+      },
+    });
+    const groupedWrites: Counter = new Counter({
+      name: 'provisor_grouped_writes_total',
+      help: 'PostgreSQL: transitions whose writes were stored by such a statement',
+      registers: [this.registry],
+      collect: () => {
+        groupedWrites.reset();
+        groupedWrites.inc(transitions.groupStats.grouped);
+      },
+    });
     const queueJobs: Gauge = new Gauge({
       name: 'provisor_queue_jobs',
       help: 'Jobs in the instance-operations queue, by state (absent while Redis is unreachable)',
