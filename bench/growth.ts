@@ -44,6 +44,7 @@ export async function growthStep(ctx: GrowthContext, size: number): Promise<Grow
   const seedStarted = performance.now();
   const present = await database.countInstances();
   if (present < size) await database.seedInstances(ctx.ownerId, size - present);
+  await database.settle();
   const seedSeconds = round((performance.now() - seedStarted) / 1000, 3);
   await waitQuiet(ctx, 0);
   const rows = await database.countInstances();
