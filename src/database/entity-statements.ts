@@ -523,9 +523,13 @@ export class EntityStatements<T extends ObjectLiteral> {
    * PostgreSQL: locks the rows whose primary key is one of `rows`' keys (`FOR UPDATE`), one after
    * another in the key's order, for a CTE; answers the `tag` of each row found. Statements that
    * take their rows so take them in one order, and never wait on each other's rows in opposite
-   * orders.
+   * orders. With `gate` (a CTE answering `tag`s) only the rows of those tags are locked.
    */
-  lockInto(rows: readonly { tag: number; key: unknown }[], parameters: unknown[]): string {
+  lockInto(
+    rows: readonly { tag: number; key: unknown }[],
+    parameters: unknown[],
+    { gate }: { gate?: string } = {},
+  ): string {
     if (this.primary.length !== 1) throw new Error(`${this.meta.name} has a composite key`);
     const key = this.byProperty.get(this.primary[0])!;
     const offset = parameters.length;
@@ -533,11 +537,13 @@ export class EntityStatements<T extends ObjectLiteral> {
       rows.map((row) => this.persistent(row.key, key)),
       rows.map((row) => row.tag),
     );
-    return this.sql(`lock:${offset}`, () => {
+    return this.sql(`lock:${offset}:${gate ?? ''}`, () => {
       const column = this.quote(key.databaseName);
       return (
         `SELECT v.tag FROM ${this.table} t JOIN unnest($${offset + 1}::${this.arrayType(key)}[], ` +
-        `$${offset + 2}::int[]) AS v(key, tag) ON t.${column} = v.key ORDER BY t.${column} FOR UPDATE OF t`
+        `$${offset + 2}::int[]) AS v(key, tag) ON t.${column} = v.key` +
+        (gate ? ` WHERE v.tag IN (SELECT tag FROM ${gate})` : '') +
+        ` ORDER BY t.${column} FOR UPDATE OF t`
       );
     });
   }

@@ -1,4 +1,4 @@
-import { StatementGroup } from './statement-group';
+import { NotSent, StatementGroup } from './statement-group';
 
 /** A statement the test finishes by hand. */
 interface Run {
@@ -121,6 +121,16 @@ describe('StatementGroup', () => {
     expect((c as Error).message).toBe('connection lost');
     await tick();
     expect(runs).toHaveLength(2);
+  });
+
+  it('stores each item alone when their statement was never sent, whatever the cause', async () => {
+    const { runs, later } = await bAndCTogether();
+    runs[1].fail(new NotSent(new Error('connection lost while building')));
+    await tick();
+    expect(runs.slice(2).map((run) => run.items)).toEqual([['b'], ['c']]);
+    runs[2].finish();
+    runs[3].finish();
+    await expect(Promise.all(later)).resolves.toEqual(['stored b', 'stored c']);
   });
 
   it('fails every item when their statement answers a different number of results', async () => {

@@ -1,3 +1,13 @@
+/**
+ * Thrown by `many` when it failed before sending anything (building its statement, say): none
+ * of the items was stored, and each is stored alone.
+ */
+export class NotSent extends Error {
+  constructor(readonly cause: unknown) {
+    super(`The statement was not sent: ${String((cause as Error)?.message ?? cause)}`);
+  }
+}
+
 /** The most items one statement stores. */
 const MAX_GROUP = 64;
 
@@ -17,7 +27,8 @@ interface Pending<T, R> {
  * Items that name a common key (an instance they change, say) never share a statement, and are
  * stored in the order they came. `one` stores an item alone; `many` stores several as one
  * statement, answering each one's result in order. When `many` fails having stored none of them
- * (`storedNone`: the database refused the statement, which rolled back), each is stored alone,
+ * (it threw `NotSent`, or `storedNone` says so: the database refused the statement, which rolled
+ * back), each is stored alone,
  * so an item that cannot be stored fails by itself, as it would have without the group; when
  * it may have stored them (the connection was lost before the answer), each hears of the error.
  */
@@ -31,7 +42,7 @@ export class StatementGroup<T, R> {
     private readonly one: (item: T) => Promise<R>,
     private readonly many: (items: T[]) => Promise<R[]>,
     private readonly keysOf: (item: T) => readonly string[],
-    /** Whether an error of `many` means it stored none of its items. */
+    /** Whether an error of `many` (other than `NotSent`) means it stored none of its items. */
     private readonly storedNone: (error: unknown) => boolean,
   ) {}
 
@@ -60,7 +71,7 @@ export class StatementGroup<T, R> {
         try {
           results = await this.many(group.map((pending) => pending.item));
         } catch (error) {
-          if (this.storedNone(error)) {
+          if (error instanceof NotSent || this.storedNone(error)) {
             // Each goes alone, and fails alone if it must.
             await Promise.all(group.map((p) => this.settle(p, () => this.one(p.item))));
           } else {

@@ -7,7 +7,7 @@ import { DataSource, EntityManager, QueryFailedError } from 'typeorm';
 import type { Actor } from '../auth/actor';
 import { DomainError, DomainErrorCode } from '../common/domain-error';
 import { EntityStatements, TaggedChange, Where, execute } from '../database/entity-statements';
-import { StatementGroup } from '../database/statement-group';
+import { NotSent, StatementGroup } from '../database/statement-group';
 import { EVENT_LOG_LOCK, TransactionRunner } from '../database/transaction-runner';
 import { INSTANCE_EVENT, OPERATION_SCHEDULED, OperationScheduledSignal } from './domain-events';
 import { InstanceEvent } from './instance-event.entity';
@@ -141,11 +141,11 @@ export class TransitionService {
     (changes) => this.storeChanges(this.dataSource.manager, changes),
     (units) => this.storeTogether(units),
     (changes) => changes.touched(),
-    // Refused by the database (an error with its code), the statement rolled back; an error
-    // before it ran stored nothing either. A connection lost on the way leaves it unknown.
+    // Refused by the database (an error with its code), the statement rolled back. Anything
+    // else (a connection lost on the way, say) leaves it unknown; one that failed before it was
+    // sent throws `NotSent`.
     (error) =>
-      !(error instanceof QueryFailedError) ||
-      (error.driverError as unknown) instanceof DatabaseError,
+      error instanceof QueryFailedError && (error.driverError as unknown) instanceof DatabaseError,
   );
 
   constructor(
@@ -793,10 +793,37 @@ export class TransitionService {
    * hold. Answers, for each write, whether it was stored.
    *
    * The instance rows it changes are locked first, in the order of their ids (`locked`), as
-   * every such statement locks them: two of them, in this process or another, never wait on
-   * each other's rows in opposite orders.
+   * every such statement locks them, and so are the operations it closes: two of them, in this
+   * process or another, never wait on each other's rows in opposite orders. A statement that
+   * fails before it is sent throws `NotSent`, and each write is then stored alone.
    */
   private async storeTogether(units: Changes[]): Promise<boolean[]> {
+    let statement: { sql: string; parameters: unknown[] };
+    try {
+      statement = this.togetherStatement(units);
+    } catch (error) {
+      throw new NotSent(error);
+    }
+    const [row] = (
+      await execute(this.dataSource, this.dataSource.manager, statement.sql, statement.parameters)
+    ).rows;
+    // Stored: from here on nothing may throw. Event ids were given in the order of the events.
+    const hit = new Set((row.ok as number[] | null) ?? []);
+    const ids = ((row.ids as (number | string)[] | null) ?? []).values();
+    return units.map((changes, tag) => {
+      if (!hit.has(tag)) return false;
+      for (const event of changes.events) event.id = Number(ids.next().value);
+      return true;
+    });
+  }
+
+  /** The statement `storeTogether` sends, and its parameters. */
+  private togetherStatement(units: Changes[]): { sql: string; parameters: unknown[] } {
+    // A change is gated as a whole on its one conditional change of an instance; `write` sends
+    // those with more to the locked path.
+    if (units.some((changes) => changes.conditional > 1)) {
+      throw new Error('A write with more than one conditional change cannot share a statement');
+    }
     const parameters: unknown[] = [EVENT_LOG_LOCK];
     const ctes: string[] = [];
     const oks: string[] = [];
@@ -877,8 +904,17 @@ export class TransitionService {
       (c) => c.operationUpdates,
       (update) => update,
     );
+    if (operationUpdates.length > 0) {
+      // The operations of the changes that hold, locked in the order of their ids as the
+      // instances are: a group that only closes operations takes no other lock.
+      const rows = operationUpdates.map(({ tag, where }) => ({ tag, key: String(where.id) }));
+      const sql = this.operations.lockInto(rows, parameters, { gate: 'ok' });
+      ctes.push(`locked_operations AS (${sql})`);
+    }
     byShape(operationUpdates).forEach((shape, i) => {
-      const sql = this.operations.unnestUpdateInto(shape, parameters, { gate: 'ok' });
+      const sql = this.operations.unnestUpdateInto(shape, parameters, {
+        gate: 'locked_operations',
+      });
       ctes.push(`operation_update_${i} AS (${sql})`);
     });
     const counts = units.flatMap((changes, tag) =>
@@ -891,22 +927,7 @@ export class TransitionService {
     }
     const answer = ['(SELECT array_agg(tag) FROM ok) AS ok'];
     if (stored) answer.push('(SELECT array_agg(id ORDER BY id) FROM stored) AS ids');
-    const [row] = (
-      await execute(
-        this.dataSource,
-        this.dataSource.manager,
-        `WITH ${ctes.join(',\n')}\nSELECT ${answer.join(', ')}`,
-        parameters,
-      )
-    ).rows;
-    // Stored: from here on nothing may throw. Event ids were given in the order of the events.
-    const hit = new Set((row.ok as number[] | null) ?? []);
-    const ids = ((row.ids as (number | string)[] | null) ?? []).values();
-    return units.map((changes, tag) => {
-      if (!hit.has(tag)) return false;
-      for (const event of changes.events) event.id = Number(ids.next().value);
-      return true;
-    });
+    return { sql: `WITH ${ctes.join(',\n')}\nSELECT ${answer.join(', ')}`, parameters };
   }
 
   /**
