@@ -162,6 +162,8 @@ export class EntityStatements<T extends ObjectLiteral> {
   private readonly postgres: boolean;
   /** The primary key's properties. */
   private readonly primary: string[];
+  /** The columns a set-wise update assigns: all but the key's. */
+  private readonly settable: ColumnMetadata[];
 
   constructor(
     private readonly dataSource: DataSource,
@@ -170,6 +172,7 @@ export class EntityStatements<T extends ObjectLiteral> {
     this.meta = dataSource.getMetadata(entity);
     this.postgres = dataSource.options.type === 'postgres';
     this.primary = this.meta.primaryColumns.map((column) => column.propertyName);
+    this.settable = this.meta.columns.filter((column) => !column.isPrimary);
     for (const column of this.meta.columns) this.byProperty.set(column.propertyName, column);
     this.table = this.quote(this.meta.tableName);
     this.selectList = this.meta.columns.map((c) => this.quote(c.databaseName)).join(', ');
@@ -562,12 +565,14 @@ export class EntityStatements<T extends ObjectLiteral> {
     parameters: unknown[],
     options: { gate?: string } = {},
   ): string {
-    const settable = this.meta.columns.filter((column) => !column.isPrimary);
+    const settable = this.settable;
     if (settable.length > 30) throw new Error(`${this.meta.name} has too many columns to set`);
     const sets = changes.map(({ set }) => (set ?? {}) as Record<string, unknown>);
-    const names = new Set(settable.map((column) => column.propertyName));
     for (const set of sets) {
-      const unknown = Object.keys(set).find((key) => set[key] !== undefined && !names.has(key));
+      // A key of no column, or the primary key's, is one no set-wise update can assign.
+      const unknown = Object.keys(set).find(
+        (key) => set[key] !== undefined && (this.byProperty.get(key)?.isPrimary ?? true),
+      );
       if (unknown) throw new Error(`${this.meta.name} has no column to set for '${unknown}'`);
     }
     const masks = sets.map((set) =>

@@ -13,6 +13,8 @@ import { Instance } from '../state-machine/instance.entity';
 import { Operation, OperationStatus } from '../state-machine/operation.entity';
 import { TransitionService } from '../state-machine/transition.service';
 
+type GroupStats = TransitionService['groupStats'];
+
 /**
  * Provisor's Prometheus metrics (prom-client), in a registry of its own. Counters move with the
  * domain signals; gauges read the database and the queue when scraped.
@@ -60,24 +62,27 @@ export class MetricsService {
   ) {
     collectDefaultMetrics({ register: this.registry, prefix: 'provisor_process_' });
     // Counters kept by the transition service, read when scraped.
-    const writeGroups: Counter = new Counter({
-      name: 'provisor_write_groups_total',
-      help: 'PostgreSQL: statements that stored the writes of several transitions together',
-      registers: [this.registry],
-      collect: () => {
-        writeGroups.reset();
-        writeGroups.inc(transitions.groupStats.groups);
-      },
-    });
-    const groupedWrites: Counter = new Counter({
-      name: 'provisor_grouped_writes_total',
-      help: 'PostgreSQL: transitions whose writes were stored by such a statement',
-      registers: [this.registry],
-      collect: () => {
-        groupedWrites.reset();
-        groupedWrites.inc(transitions.groupStats.grouped);
-      },
-    });
+    const groupCounter = (name: string, help: string, pick: (stats: GroupStats) => number) => {
+      const counter: Counter = new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect: () => {
+          counter.reset();
+          counter.inc(pick(transitions.groupStats));
+        },
+      });
+    };
+    groupCounter(
+      'provisor_write_groups_total',
+      'PostgreSQL: statements that stored the writes of several transitions together',
+      (stats) => stats.groups,
+    );
+    groupCounter(
+      'provisor_grouped_writes_total',
+      'PostgreSQL: transitions whose writes were stored by such a statement',
+      (stats) => stats.grouped,
+    );
     const queueJobs: Gauge = new Gauge({
       name: 'provisor_queue_jobs',
       help: 'Jobs in the instance-operations queue, by state (absent while Redis is unreachable)',

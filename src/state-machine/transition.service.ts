@@ -840,7 +840,7 @@ export class TransitionService {
       (c) => c.instanceDeletes,
       (where) => ({ where }),
     );
-    const rows = [...updates, ...deletes].map(({ tag, where }) => ({ tag, key: String(where.id) }));
+    const rows = byId([...updates, ...deletes]);
     if (rows.length > 0) ctes.push(`locked AS (${this.instances.lockInto(rows, parameters)})`);
     byShape(updates).forEach((shape, i) => {
       const sql = this.instances.unnestUpdateInto(shape, parameters, { gate: 'locked' });
@@ -907,8 +907,7 @@ export class TransitionService {
     if (operationUpdates.length > 0) {
       // The operations of the changes that hold, locked in the order of their ids as the
       // instances are: a group that only closes operations takes no other lock.
-      const rows = operationUpdates.map(({ tag, where }) => ({ tag, key: String(where.id) }));
-      const sql = this.operations.lockInto(rows, parameters, { gate: 'ok' });
+      const sql = this.operations.lockInto(byId(operationUpdates), parameters, { gate: 'ok' });
       ctes.push(`locked_operations AS (${sql})`);
     }
     byShape(operationUpdates).forEach((shape, i) => {
@@ -1030,6 +1029,13 @@ function lostUpdate(where: Where<Instance>): Error {
   return new Error(
     `Instance ${String(where.id)} changed under a held lock; transaction rolled back`,
   );
+}
+
+/** Each change's tag and the id of the row it changes, for `lockInto`. */
+function byId<E extends { id: string }>(
+  changes: TaggedChange<E>[],
+): { tag: number; key: string }[] {
+  return changes.map(({ tag, where }) => ({ tag, key: String(where.id) }));
 }
 
 /**
