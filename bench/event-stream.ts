@@ -155,14 +155,15 @@ export class CompletionTracker {
   }
 
   /**
-   * Waits until every id has reached the event; returns the time the last did. Fails on a failed
-   * operation, a lost stream, no progress for `stallMs`, or `deadlineMs` overall.
+   * Waits until every id has reached the event; returns the time each did (in the order of
+   * `ids`) and the time the last did. Fails on a failed operation, a lost stream, no progress
+   * for `stallMs`, or `deadlineMs` overall.
    */
   async waitAll(
     ids: readonly string[],
     deadlineMs: number,
     stallMs = 30_000,
-  ): Promise<{ lastAt: number }> {
+  ): Promise<{ lastAt: number; reachedAt: number[] }> {
     const started = performance.now();
     let progressAt = started;
     let done = 0;
@@ -192,9 +193,8 @@ export class CompletionTracker {
         }
         await new Promise((r) => setTimeout(r, 20));
       }
-      let lastAt = 0;
-      for (const id of ids) lastAt = Math.max(lastAt, this.reached.get(id) ?? 0);
-      return { lastAt };
+      const reachedAt = ids.map((id) => this.reached.get(id)!);
+      return { lastAt: Math.max(0, ...reachedAt), reachedAt };
     } finally {
       this.off();
     }

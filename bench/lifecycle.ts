@@ -52,6 +52,13 @@ export interface PhaseResult {
   perSecond: number;
   /** From the first request to the last `202`. */
   acceptSeconds: number;
+  /**
+   * Instances that reached their state while the phase's requests were still being answered;
+   * the main thread serves those requests first, and the jobs wait their turns.
+   */
+  doneWhileAccepting: number;
+  /** The others over the time from the last `202` to the last instance reaching its state. */
+  perSecondAfterAccept: number | null;
   requests: Pick<LoadResult, 'p50Ms' | 'p99Ms' | 'non2xx' | 'errors' | 'timeouts'>;
   /** Service CPU time per operation over the phase (user + system). */
   cpuMsPerOperation: number | null;
@@ -174,7 +181,10 @@ export class Lifecycle {
           `${load.errors} errors, ${load.timeouts} time-outs`,
       );
     }
-    const { lastAt } = await tracker.waitAll(ids(), deadlineMs(count));
+    const { lastAt, reachedAt } = await tracker.waitAll(ids(), deadlineMs(count));
+    const acceptedAt = started + load.seconds * 1000;
+    const doneWhileAccepting = reachedAt.filter((at) => at <= acceptedAt).length;
+    const afterSeconds = (lastAt - acceptedAt) / 1000;
     const cpuAfter = service.cpuSeconds();
     const client = process.cpuUsage(clientBefore);
     const seconds = (lastAt - started) / 1000;
@@ -184,6 +194,9 @@ export class Lifecycle {
       seconds: round(seconds, 3),
       perSecond: round(count / seconds, 1),
       acceptSeconds: load.seconds,
+      doneWhileAccepting,
+      perSecondAfterAccept:
+        afterSeconds > 0 ? round((count - doneWhileAccepting) / afterSeconds, 1) : null,
       requests: {
         p50Ms: load.p50Ms,
         p99Ms: load.p99Ms,

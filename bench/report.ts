@@ -183,12 +183,23 @@ export function renderReport(r: BenchResults): string {
     out.push('');
     out.push(
       ...table(
-        [`End-to-end (N=${m.n})`, 'ops/s', 'seconds', 'accept s', 'CPU ms/op', 'x floor'],
+        [
+          `End-to-end (N=${m.n})`,
+          'ops/s',
+          'seconds',
+          'accept s',
+          'done by then',
+          'ops/s after',
+          'CPU ms/op',
+          'x floor',
+        ],
         r.endToEnd.map((p) => [
           PHASE_LABELS[p.phase],
           fmt(p.perSecond, 1),
           fmt(p.seconds, 2),
           fmt(p.acceptSeconds, 2),
+          fmt(p.doneWhileAccepting, 0),
+          p.perSecondAfterAccept === null ? '-' : fmt(p.perSecondAfterAccept, 1),
           p.cpuMsPerOperation === null ? '-' : fmt(p.cpuMsPerOperation, 2),
           r.floorRatios[p.phase] === undefined ? '-' : fmt(r.floorRatios[p.phase]!, 2),
         ]),
