@@ -194,7 +194,7 @@ export class CompletionTracker {
         await new Promise((r) => setTimeout(r, 20));
       }
       const reachedAt = ids.map((id) => this.reached.get(id)!);
-      return { lastAt: Math.max(0, ...reachedAt), reachedAt };
+      return { lastAt: reachedAt.reduce((last, at) => Math.max(last, at), 0), reachedAt };
     } finally {
       this.off();
     }

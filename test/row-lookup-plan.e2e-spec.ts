@@ -161,12 +161,32 @@ describe('looking up one instance by its key', () => {
 
   // A group of the size a busy service stores, in a table this small (50 pages), with nothing
   // steering the planner: each row is still looked up, not the whole table read and hashed, in
-  // the sessions Provisor opens (`POSTGRES_SESSION_OPTIONS`). With PostgreSQL's default
-  // random_page_cost of 4 (`PGOPTIONS='-c random_page_cost=4'`) the custom plans of all three
-  // read the table instead.
+  // the sessions Provisor opens (`POSTGRES_SESSION_OPTIONS`); at PostgreSQL's default
+  // random_page_cost of 4 the custom plans of all three read the table instead (the control).
   onPostgres.each(setWise(23))(
     '%s, 24 of them, sequential scans allowed: each row through the primary key',
     (_, build) => throughTheKey(build, { seqScans: true }),
+  );
+
+  onPostgres.each(setWise(23))(
+    "%s, 24 of them, at PostgreSQL's default random_page_cost: the table is read (control)",
+    async (_, build) => {
+      const parameters: unknown[] = [];
+      const sql = build(parameters);
+      const runner = db.createQueryRunner();
+      try {
+        await runner.query('SET random_page_cost = 4');
+        await runner.query(`PREPARE probe AS ${sql}`);
+        await runner.query('SET plan_cache_mode = force_custom_plan');
+        expect(await plan(runner, sql, parameters)).toMatch(/Seq Scan on instances/);
+      } finally {
+        await runner.query('DEALLOCATE probe').catch(() => undefined);
+        await runner.query('RESET plan_cache_mode');
+        // Back to the session's own setting, Provisor's.
+        await runner.query('RESET random_page_cost');
+        await runner.release();
+      }
+    },
   );
 
   async function throughTheKey(
@@ -182,7 +202,15 @@ describe('looking up one instance by its key', () => {
         expect(shown).toMatch(/USING INDEX sqlite_autoindex_instances_1 \(id=\?\)/);
         return;
       }
-      if (!seqScans) await runner.query('SET enable_seqscan = off');
+      if (seqScans) {
+        // The session's own setting, from its startup options: nothing here changes it.
+        const [{ random_page_cost }] = (await runner.query('SHOW random_page_cost')) as {
+          random_page_cost: string;
+        }[];
+        expect(random_page_cost).toBe('1.1');
+      } else {
+        await runner.query('SET enable_seqscan = off');
+      }
       await runner.query(`PREPARE probe AS ${sql}`);
       for (const mode of ['force_generic_plan', 'force_custom_plan']) {
         await runner.query(`SET plan_cache_mode = ${mode}`);
