@@ -1,5 +1,8 @@
+import { getQueueToken } from '@nestjs/bull';
+import type { Queue } from 'bull';
 import { Client } from 'pg';
 import { OutboxRelay } from '../src/jobs/outbox-relay.service';
+import { InstanceJobData, QueueName } from '../src/queues/queues';
 import { ApiClient } from './support/api';
 import { startApp, TestApp } from './support/test-app';
 
@@ -29,7 +32,14 @@ onPostgres('outbox relays on PostgreSQL', () => {
     for (let i = 0; i < 12; i++) await admin.create({ name: `claim-${i}` });
     // Every row due now, as after a lost hand-over.
     await db.query(`UPDATE operations SET dispatch_after = now() - interval '1 minute'`);
-    const ids = (await db.query<{ id: string }>('SELECT id FROM operations ORDER BY id')).rows;
+    const ids = (
+      await db.query<{ id: string; instance_id: string; action: string }>(
+        'SELECT id, instance_id, action FROM operations ORDER BY id',
+      )
+    ).rows;
+    // The request path's hand-overs are gone, as after a Redis that restarted empty.
+    const queue = t.app.get<Queue<InstanceJobData>>(getQueueToken(QueueName.InstanceOperations));
+    await queue.empty();
 
     // Another relay, mid-pass, holds four of them.
     const other = new Client({ connectionString: t.env.DATABASE_URL });
@@ -45,6 +55,15 @@ onPostgres('outbox relays on PostgreSQL', () => {
       new Promise<string>((r) => setTimeout(() => r('blocked on the locked rows'), 5_000)),
     ]);
     expect(sent).toBe(8);
+    // Each claimed row went to Bull whole: its job is the row's action on the row's instance.
+    for (const row of ids.slice(4)) {
+      const job = await queue.getJob(row.id);
+      expect({ name: job?.name, data: job?.data }).toMatchObject({
+        name: row.action,
+        data: { operationId: row.id, instanceId: row.instance_id },
+      });
+    }
+    expect(await queue.getJob(ids[0].id)).toBeNull();
     // Claimed rows are not due again for a while: a second pass sends nothing.
     expect(await relay.tick()).toBe(0);
 

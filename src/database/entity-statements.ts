@@ -729,6 +729,14 @@ export class EntityStatements<T extends ObjectLiteral> {
     throw new Error(`${this.meta.name}.${column.propertyName}: no array type for ${String(type)}`);
   }
 
+  /**
+   * An entity from a row as the database answers it (column names, database values): the rows of
+   * an `UPDATE … RETURNING *` a query builder ran, say.
+   */
+  fromRow(row: Record<string, unknown>): T {
+    return this.hydrate(row);
+  }
+
   /** An entity from a row; with `alias`, from the columns `aliasedList(alias)` selected. */
   private hydrate(row: Record<string, unknown>, alias?: string): T {
     const entity = this.meta.create() as T;

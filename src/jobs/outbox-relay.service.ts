@@ -1,8 +1,9 @@
 import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import { InjectRepository } from '@nestjs/typeorm';
-import { In, Repository } from 'typeorm';
+import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
+import { DataSource, In, Repository, SelectQueryBuilder } from 'typeorm';
 import { AppConfig } from '../config/app-config';
 import { PeriodicTask } from '../common/periodic-task';
+import { EntityStatements } from '../database/entity-statements';
 import { TransactionRunner } from '../database/transaction-runner';
 import { Operation, OperationStatus, RELAY_GRACE_MS } from '../state-machine/operation.entity';
 import { JobDispatcher } from './job-dispatcher';
@@ -22,13 +23,17 @@ const RESEND_AFTER_MS = 30_000;
 export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(OutboxRelay.name);
   private readonly task = new PeriodicTask(this.logger, 'Relay pass', () => this.pass());
+  private readonly statements: EntityStatements<Operation>;
 
   constructor(
     @InjectRepository(Operation) private readonly operations: Repository<Operation>,
     private readonly dispatcher: JobDispatcher,
     private readonly tx: TransactionRunner,
     private readonly config: AppConfig,
-  ) {}
+    @InjectDataSource() dataSource: DataSource,
+  ) {
+    this.statements = new EntityStatements(dataSource, Operation);
+  }
 
   onApplicationBootstrap(): void {
     this.task.start(this.config.relayIntervalMs);
@@ -67,28 +72,41 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
   }
 
   /**
-   * Takes the due rows for this pass by moving their next look `RESEND_AFTER_MS` ahead, in one
-   * transaction. On PostgreSQL the rows are read `FOR UPDATE SKIP LOCKED`, so relays in several
-   * processes split the backlog instead of sending it twice; SQLite has a single process.
+   * Takes the due rows for this pass by moving their next look `RESEND_AFTER_MS` ahead. On
+   * PostgreSQL that is one statement, an UPDATE of the rows a sub-select reads `FOR UPDATE SKIP
+   * LOCKED`: relays in several processes split the backlog instead of sending it twice, and the
+   * rows are locked only while the statement runs, so a worker's write that closes or begins one
+   * of them (which waits for the lock while it holds the event log's) is not kept waiting for a
+   * relay's round trips. SQLite has a single process, and reads and updates in one transaction.
    */
-  private claim(horizon: Date): Promise<Operation[]> {
-    return this.tx.run(async (em) => {
-      const query = em
-        .createQueryBuilder(Operation, 'o')
+  private async claim(horizon: Date): Promise<Operation[]> {
+    const next = new Date(Date.now() + RESEND_AFTER_MS);
+    const due = (query: SelectQueryBuilder<Operation>) =>
+      query
         .where('o.status = :status', { status: OperationStatus.Pending })
         .andWhere('o.dispatch_after <= :horizon', { horizon: this.tx.timeParam(horizon) })
         .orderBy('o.dispatch_after', 'ASC')
         .limit(BATCH);
-      if (!this.tx.isSqlite) query.setLock('pessimistic_write').setOnLocked('skip_locked');
-      const due = await query.getMany();
-      if (due.length > 0) {
-        await em.update(
-          Operation,
-          { id: In(due.map((op) => op.id)) },
-          { dispatchAfter: new Date(Date.now() + RESEND_AFTER_MS) },
-        );
-      }
-      return due;
-    });
+    if (this.tx.isSqlite) {
+      return this.tx.run(async (em) => {
+        const rows = await due(em.createQueryBuilder(Operation, 'o')).getMany();
+        if (rows.length > 0) {
+          await em.update(Operation, { id: In(rows.map((op) => op.id)) }, { dispatchAfter: next });
+        }
+        return rows;
+      });
+    }
+    const locked = due(this.operations.createQueryBuilder('o').select('o.id'))
+      .setLock('pessimistic_write')
+      .setOnLocked('skip_locked');
+    const { raw } = await this.operations
+      .createQueryBuilder()
+      .update()
+      .set({ dispatchAfter: next })
+      .where(`id IN (${locked.getQuery()})`)
+      .setParameters(locked.getParameters())
+      .returning('*')
+      .execute();
+    return (raw as Record<string, unknown>[]).map((row) => this.statements.fromRow(row));
   }
 }
