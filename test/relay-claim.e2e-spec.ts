@@ -33,8 +33,8 @@ onPostgres('outbox relays on PostgreSQL', () => {
     // Every row due now, as after a lost hand-over.
     await db.query(`UPDATE operations SET dispatch_after = now() - interval '1 minute'`);
     const ids = (
-      await db.query<{ id: string; instance_id: string; action: string }>(
-        'SELECT id, instance_id, action FROM operations ORDER BY id',
+      await db.query<{ id: string; instance_id: string; action: string; request_id: string }>(
+        'SELECT id, instance_id, action, request_id FROM operations ORDER BY id',
       )
     ).rows;
     // The request path's hand-overs are gone, as after a Redis that restarted empty.
@@ -60,7 +60,7 @@ onPostgres('outbox relays on PostgreSQL', () => {
       const job = await queue.getJob(row.id);
       expect({ name: job?.name, data: job?.data }).toMatchObject({
         name: row.action,
-        data: { operationId: row.id, instanceId: row.instance_id },
+        data: { operationId: row.id, instanceId: row.instance_id, requestId: row.request_id },
       });
     }
     expect(await queue.getJob(ids[0].id)).toBeNull();

@@ -80,7 +80,7 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
    * relay's round trips. SQLite has a single process, and reads and updates in one transaction.
    */
   private async claim(horizon: Date): Promise<Operation[]> {
-    const next = new Date(Date.now() + RESEND_AFTER_MS);
+    const next = () => new Date(Date.now() + RESEND_AFTER_MS);
     const due = (query: SelectQueryBuilder<Operation>) =>
       query
         .where('o.status = :status', { status: OperationStatus.Pending })
@@ -91,7 +91,8 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
       return this.tx.run(async (em) => {
         const rows = await due(em.createQueryBuilder(Operation, 'o')).getMany();
         if (rows.length > 0) {
-          await em.update(Operation, { id: In(rows.map((op) => op.id)) }, { dispatchAfter: next });
+          const ids = In(rows.map((op) => op.id));
+          await em.update(Operation, { id: ids }, { dispatchAfter: next() });
         }
         return rows;
       });
@@ -99,14 +100,19 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     const locked = due(this.operations.createQueryBuilder('o').select('o.id'))
       .setLock('pessimistic_write')
       .setOnLocked('skip_locked');
+    // `ARRAY(subquery)` runs the locking read once, as an init plan: an `IN (subquery)` may be
+    // planned as a join that reads it again, locking more rows than a batch.
     const { raw } = await this.operations
       .createQueryBuilder()
       .update()
-      .set({ dispatchAfter: next })
-      .where(`id IN (${locked.getQuery()})`)
+      .set({ dispatchAfter: next() })
+      .where(`id = ANY(ARRAY(${locked.getQuery()}))`)
       .setParameters(locked.getParameters())
       .returning('*')
       .execute();
-    return (raw as Record<string, unknown>[]).map((row) => this.statements.fromRow(row));
+    // RETURNING answers in no particular order: the oldest first, as the read took them.
+    return (raw as Record<string, unknown>[])
+      .map((row) => this.statements.fromRow(row))
+      .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
   }
 }
