@@ -170,66 +170,77 @@ describe('looking up one instance by its key', () => {
 
   onPostgres.each(setWise(23))(
     "%s, 24 of them, at PostgreSQL's default random_page_cost: the table is read (control)",
-    async (_, build) => {
-      const parameters: unknown[] = [];
-      const sql = build(parameters);
-      const runner = db.createQueryRunner();
-      try {
-        await runner.query('SET random_page_cost = 4');
-        await runner.query(`PREPARE probe AS ${sql}`);
+    (_, build) =>
+      probing(build, ['random_page_cost = 4'], async (runner, sql, parameters) => {
         await runner.query('SET plan_cache_mode = force_custom_plan');
         expect(await plan(runner, sql, parameters)).toMatch(/Seq Scan on instances/);
-      } finally {
-        await runner.query('DEALLOCATE probe').catch(() => undefined);
-        await runner.query('RESET plan_cache_mode');
-        // Back to the session's own setting, Provisor's.
-        await runner.query('RESET random_page_cost');
-        await runner.release();
-      }
-    },
+      }),
   );
 
-  async function throughTheKey(
+  /**
+   * PostgreSQL: prepares `build`'s statement as `probe` on a connection of the app's pool with
+   * `settings` made, runs `check`, then puts the connection back as it was: the probe gone, every
+   * setting back to the session's own (Provisor's, from its startup options).
+   */
+  async function probing(
     build: (parameters: unknown[]) => string,
-    { seqScans = false } = {},
+    settings: string[],
+    check: (runner: QueryRunner, sql: string, parameters: unknown[]) => Promise<void>,
   ): Promise<void> {
     const parameters: unknown[] = [];
     const sql = build(parameters);
     const runner = db.createQueryRunner();
     try {
-      if (db.options.type !== 'postgres') {
-        const shown = await plan(runner, sql, parameters);
-        expect(shown).toMatch(/USING INDEX sqlite_autoindex_instances_1 \(id=\?\)/);
-        return;
-      }
-      if (seqScans) {
-        // The session's own setting, from its startup options: nothing here changes it.
-        const [{ random_page_cost }] = (await runner.query('SHOW random_page_cost')) as {
-          random_page_cost: string;
-        }[];
-        expect(random_page_cost).toBe('1.1');
-      } else {
-        await runner.query('SET enable_seqscan = off');
-      }
+      for (const setting of settings) await runner.query(`SET ${setting}`);
       await runner.query(`PREPARE probe AS ${sql}`);
-      for (const mode of ['force_generic_plan', 'force_custom_plan']) {
-        await runner.query(`SET plan_cache_mode = ${mode}`);
-        const shown = await plan(runner, sql, parameters);
-        expect({ mode, shown }).toEqual({
-          mode,
-          shown: expect.stringMatching(/Index (Only )?Scan using "PK_\w+" on instances/),
-        });
-        expect(shown).toMatch(/Index Cond: \(id = /);
-        expect(shown).not.toMatch(/Seq Scan on instances|Scan using ix_instances_/);
-      }
+      await check(runner, sql, parameters);
     } finally {
-      if (db.options.type === 'postgres') {
-        // Only the probe: the app's own prepared statements on this pooled connection stay.
-        await runner.query('DEALLOCATE probe').catch(() => undefined);
-        await runner.query('RESET plan_cache_mode');
-        await runner.query('RESET enable_seqscan');
-      }
+      // Only the probe: the app's own prepared statements on this pooled connection stay.
+      await runner.query('DEALLOCATE probe').catch(() => undefined);
+      await runner.query('RESET plan_cache_mode');
+      for (const setting of settings) await runner.query(`RESET ${setting.split(' ')[0]}`);
       await runner.release();
     }
+  }
+
+  async function throughTheKey(
+    build: (parameters: unknown[]) => string,
+    { seqScans = false } = {},
+  ): Promise<void> {
+    if (db.options.type !== 'postgres') {
+      const parameters: unknown[] = [];
+      const sql = build(parameters);
+      const runner = db.createQueryRunner();
+      try {
+        const shown = await plan(runner, sql, parameters);
+        expect(shown).toMatch(/USING INDEX sqlite_autoindex_instances_1 \(id=\?\)/);
+      } finally {
+        await runner.release();
+      }
+      return;
+    }
+    await probing(
+      build,
+      seqScans ? [] : ['enable_seqscan = off'],
+      async (runner, sql, parameters) => {
+        if (seqScans) {
+          // The session's own setting, from its startup options: nothing here changes it.
+          const [{ random_page_cost }] = (await runner.query('SHOW random_page_cost')) as {
+            random_page_cost: string;
+          }[];
+          expect(random_page_cost).toBe('1.1');
+        }
+        for (const mode of ['force_generic_plan', 'force_custom_plan']) {
+          await runner.query(`SET plan_cache_mode = ${mode}`);
+          const shown = await plan(runner, sql, parameters);
+          expect({ mode, shown }).toEqual({
+            mode,
+            shown: expect.stringMatching(/Index (Only )?Scan using "PK_\w+" on instances/),
+          });
+          expect(shown).toMatch(/Index Cond: \(id = /);
+          expect(shown).not.toMatch(/Seq Scan on instances|Scan using ix_instances_/);
+        }
+      },
+    );
   }
 });

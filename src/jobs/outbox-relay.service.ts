@@ -1,6 +1,6 @@
 import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
-import { DataSource, In, Repository, SelectQueryBuilder } from 'typeorm';
+import { InjectRepository } from '@nestjs/typeorm';
+import { In, Repository, SelectQueryBuilder } from 'typeorm';
 import { AppConfig } from '../config/app-config';
 import { PeriodicTask } from '../common/periodic-task';
 import { EntityStatements } from '../database/entity-statements';
@@ -30,9 +30,8 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     private readonly dispatcher: JobDispatcher,
     private readonly tx: TransactionRunner,
     private readonly config: AppConfig,
-    @InjectDataSource() dataSource: DataSource,
   ) {
-    this.statements = new EntityStatements(dataSource, Operation);
+    this.statements = new EntityStatements(operations.manager.connection, Operation);
   }
 
   onApplicationBootstrap(): void {
