@@ -4,6 +4,7 @@ import { fdatasync } from 'node:fs';
 import { DataSource, EntityManager, QueryRunner } from 'typeorm';
 import type { BetterSqlite3Driver } from 'typeorm/driver/better-sqlite3/BetterSqlite3Driver';
 import { DateUtils } from 'typeorm/util/DateUtils';
+import { WalCheckpointer } from './wal-checkpointer';
 import { SYNC_FILE, type SyncFile, WalSync } from './wal-sync';
 
 /**
@@ -51,6 +52,8 @@ export class TransactionRunner implements OnApplicationShutdown {
   private lastYield = 0;
   /** SQLite with `synchronous = NORMAL`: the fsync of each commit, off the event loop. */
   private walSync?: WalSync | null;
+  /** With `walSync`: the log's checkpoints, off the event loop. */
+  private checkpointer: WalCheckpointer | null = null;
   private totalChangesStatement?: { get(): unknown };
   /** While a group holds the shared SQLite connection: settles once the group is over. */
   private groupOver: Promise<void> | null = null;
@@ -122,6 +125,7 @@ export class TransactionRunner implements OnApplicationShutdown {
 
   async onApplicationShutdown(): Promise<void> {
     // Whatever happened to durability, the other modules must still close.
+    await this.checkpointer?.close();
     await this.walSync?.close().catch(() => undefined);
   }
 
@@ -240,7 +244,8 @@ export class TransactionRunner implements OnApplicationShutdown {
 
   /**
    * A `WalSync` when SQLite itself does not fsync at commit: a database file in WAL mode with
-   * `synchronous = NORMAL`. With FULL (or in memory) COMMIT returns once it is durable.
+   * `synchronous = NORMAL`. With FULL (or in memory) COMMIT returns once it is durable. The
+   * same file's checkpoints move to a `WalCheckpointer`.
    */
   private openWalSync(): WalSync | null {
     const connection = this.sqliteConnection();
@@ -249,6 +254,7 @@ export class TransactionRunner implements OnApplicationShutdown {
     if (!wal || !normal || connection.memory) return null;
     // The file as SQLite opened it (symbolic links resolved): its log lies beside it.
     const [main] = connection.pragma('database_list') as { name: string; file: string }[];
+    this.checkpointer = new WalCheckpointer(connection, main.file);
     return new WalSync(`${main.file}-wal`, this.syncFile);
   }
 

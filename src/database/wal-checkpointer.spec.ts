@@ -1,0 +1,104 @@
+import { Logger } from '@nestjs/common';
+import Database from 'better-sqlite3';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BACKSTOP_PAGES, WalCheckpointer } from './wal-checkpointer';
+
+/** Waits for what must happen, however slow the machine. */
+async function until(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !check(); i++) await new Promise((r) => setTimeout(r, 5));
+  expect(check()).toBe(true);
+}
+
+/**
+ * On a real database file, with a connection set up as the service's: the log's pages reach the
+ * database file by the checkpointer's thread, not by the connection's commits.
+ */
+describe('WalCheckpointer', () => {
+  let dir: string;
+  let file: string;
+  let db: Database.Database;
+  let started: WalCheckpointer[];
+
+  /** A checkpointer of the file `db` opened, closed after the test whatever happens. */
+  function checkpointer(path = file): WalCheckpointer {
+    const made = new WalCheckpointer(db, path);
+    started.push(made);
+    return made;
+  }
+
+  /** A new database file, opened as the service opens its own. */
+  function open(name: string): Database.Database {
+    file = join(dir, name);
+    const connection = new Database(file);
+    connection.pragma('journal_mode = WAL');
+    connection.pragma('synchronous = NORMAL');
+    connection.exec('CREATE TABLE items (id INTEGER PRIMARY KEY, body TEXT)');
+    return connection;
+  }
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'provisor-ckpt-'));
+    db = open('db.sqlite');
+    started = [];
+  });
+  afterEach(async () => {
+    await Promise.all(started.map((made) => made.close()));
+    if (db.open) db.close();
+    rmSync(dir, { recursive: true, force: true });
+    jest.restoreAllMocks();
+  });
+
+  const autocheckpoint = () => db.pragma('wal_autocheckpoint', { simple: true });
+
+  /** About `pages` pages of the log, in transactions of ten rows of most of a page each. */
+  function write(pages: number): void {
+    const insert = db.prepare('INSERT INTO items (body) VALUES (?)');
+    const ten = db.transaction(() => {
+      for (let i = 0; i < 10; i++) insert.run('x'.repeat(3000));
+    });
+    for (let i = 0; i < pages / 10; i++) ten();
+  }
+
+  it('copies the log into the database file while the connection only commits', async () => {
+    const emptySize = statSync(file).size;
+    const running = checkpointer();
+    // Once its thread runs, the connection checkpoints only past the backstop.
+    await until(() => autocheckpoint() === BACKSTOP_PAGES);
+
+    write(2000);
+    // Fewer pages than the backstop: nothing but the checkpointer copies them.
+    await until(() => statSync(file).size >= 2000 * 4096 * 0.9);
+    await running.close();
+
+    // Without it, the same commits leave every page in the log.
+    db.close();
+    db = open('control.sqlite');
+    db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
+    write(2000);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(statSync(file).size).toBe(emptySize);
+  });
+
+  it('stops its thread when closed, leaving the file clean once the service closes too', async () => {
+    const running = checkpointer();
+    await until(() => autocheckpoint() === BACKSTOP_PAGES);
+    write(100);
+    await running.close();
+    db.close();
+    expect(existsSync(`${file}-wal`)).toBe(false);
+    const reader = new Database(file, { readonly: true });
+    expect(reader.prepare('SELECT count(*) FROM items').pluck().get()).toBe(100);
+    reader.close();
+  });
+
+  it("puts SQLite's own checkpoints back, and says so, when its thread fails", async () => {
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
+    // A file its connection cannot open: the thread fails as it starts.
+    checkpointer(join(dir, 'missing.sqlite'));
+    await until(() => autocheckpoint() === 1000);
+    expect(warn).toHaveBeenCalledWith(expect.stringMatching(/checkpoints run on the main thread/));
+  });
+});
