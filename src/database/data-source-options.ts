@@ -1,3 +1,4 @@
+import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { DataSourceOptions } from 'typeorm';
@@ -49,6 +50,8 @@ export function dataSourceOptions(
   return {
     ...common,
     type: 'better-sqlite3',
+    // The same module `WalCheckpointer`'s thread loads: one SQLite library in the process.
+    driver: Database,
     database,
     prepareDatabase: (db: { pragma(sql: string): unknown }) => {
       // WAL lets readers run beside the single writer. A committed transition must survive a

@@ -260,6 +260,7 @@ describe('TransactionRunner on SQLite with the commit fsync off the event loop',
   afterEach(async () => {
     syncs.forEach((finish) => finish());
     await runner.durable();
+    await runner.beforeApplicationShutdown();
     await runner.onApplicationShutdown();
     await database.close();
   });
@@ -330,6 +331,6 @@ describe('TransactionRunner on SQLite with the commit fsync off the event loop',
     expect(broken.durabilityFailure?.message).toMatch(/Restart the service/);
     await expect(broken.run(insert('later'))).rejects.toThrow(/could not be made durable/);
     expect(committed()).toEqual(['lost']);
-    await broken.onApplicationShutdown();
+    await broken.beforeApplicationShutdown();
   });
 });

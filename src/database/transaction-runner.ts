@@ -1,4 +1,10 @@
-import { Inject, Injectable, OnApplicationShutdown, Optional } from '@nestjs/common';
+import {
+  BeforeApplicationShutdown,
+  Inject,
+  Injectable,
+  OnApplicationShutdown,
+  Optional,
+} from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { fdatasync } from 'node:fs';
 import { DataSource, EntityManager, QueryRunner } from 'typeorm';
@@ -46,7 +52,7 @@ interface Pending<T = unknown> {
  * loop (`synchronous = NORMAL` and `WalSync`), and the next group commits after it.
  */
 @Injectable()
-export class TransactionRunner implements OnApplicationShutdown {
+export class TransactionRunner implements BeforeApplicationShutdown, OnApplicationShutdown {
   private readonly queue: Pending[] = [];
   private draining = false;
   private lastYield = 0;
@@ -123,9 +129,16 @@ export class TransactionRunner implements OnApplicationShutdown {
     return this.walSync ? this.walSync.durable() : Promise.resolve();
   }
 
+  /**
+   * The checkpointer stops before any module's `onApplicationShutdown`, TypeORM's included: the
+   * service's connection, then the last, checkpoints and removes the log as it closes.
+   */
+  async beforeApplicationShutdown(): Promise<void> {
+    await this.checkpointer?.close();
+  }
+
   async onApplicationShutdown(): Promise<void> {
     // Whatever happened to durability, the other modules must still close.
-    await this.checkpointer?.close();
     await this.walSync?.close().catch(() => undefined);
   }
 
@@ -254,7 +267,7 @@ export class TransactionRunner implements OnApplicationShutdown {
     if (!wal || !normal || connection.memory) return null;
     // The file as SQLite opened it (symbolic links resolved): its log lies beside it.
     const [main] = connection.pragma('database_list') as { name: string; file: string }[];
-    this.checkpointer = new WalCheckpointer(connection, main.file);
+    this.checkpointer = WalCheckpointer.start(connection, main.file);
     return new WalSync(`${main.file}-wal`, this.syncFile);
   }
 

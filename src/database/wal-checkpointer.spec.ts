@@ -81,11 +81,14 @@ describe('WalCheckpointer', () => {
     expect(statSync(file).size).toBe(emptySize);
   });
 
-  it('stops its thread when closed, leaving the file clean once the service closes too', async () => {
+  it("stops its thread when closed and puts the connection's own checkpoints back", async () => {
+    db.pragma('wal_autocheckpoint = 500');
     const running = checkpointer();
     await until(() => autocheckpoint() === BACKSTOP_PAGES);
     write(100);
     await running.close();
+    expect(autocheckpoint()).toBe(500);
+    // The service's connection is now the last: closing it checkpoints and removes the log.
     db.close();
     expect(existsSync(`${file}-wal`)).toBe(false);
     const reader = new Database(file, { readonly: true });
@@ -93,12 +96,29 @@ describe('WalCheckpointer', () => {
     reader.close();
   });
 
-  it("puts SQLite's own checkpoints back, and says so, when its thread fails", async () => {
+  it('closes at once when asked before its thread is ready', async () => {
+    const running = checkpointer();
+    await running.close();
+    expect(autocheckpoint()).toBe(1000);
+  });
+
+  it('says so when its thread fails, and leaves the connection as it was', async () => {
     const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
-    db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
+    db.pragma('wal_autocheckpoint = 500');
     // A file its connection cannot open: the thread fails as it starts.
-    checkpointer(join(dir, 'missing.sqlite'));
-    await until(() => autocheckpoint() === 1000);
-    expect(warn).toHaveBeenCalledWith(expect.stringMatching(/checkpoints run on the main thread/));
+    const failing = checkpointer(join(dir, 'missing.sqlite'));
+    await until(() => warn.mock.calls.length > 0);
+    expect(warn).toHaveBeenCalledWith(
+      expect.stringMatching(/main thread again: the checkpointer failed: unable to open/),
+    );
+    await failing.close();
+    expect(autocheckpoint()).toBe(500);
+  });
+
+  it('answers null, with a warning, when it cannot start; the service runs on without it', () => {
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    db.close();
+    expect(WalCheckpointer.start(db, file)).toBeNull();
+    expect(warn).toHaveBeenCalledWith(expect.stringMatching(/checkpointer did not start/));
   });
 });
