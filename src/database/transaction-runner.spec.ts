@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { DataSource, EntityManager, QueryFailedError } from 'typeorm';
 import { execute } from './entity-statements';
 import { GroupAborted, TransactionRunner } from './transaction-runner';
+import { BACKSTOP_PAGES } from './wal-checkpointer';
 import type { SyncFile } from './wal-sync';
 
 /** A fresh database file with an `items` table, and a read-only second connection to it. */
@@ -65,6 +66,14 @@ describe('TransactionRunner on SQLite', () => {
   });
 
   afterEach(() => database.close());
+
+  it('leaves checkpoints to SQLite where COMMIT syncs by itself (FULL)', async () => {
+    await runner.run(insert('a'));
+    await new Promise((r) => setTimeout(r, 200));
+    const connection = (dataSource.driver as unknown as { databaseConnection: Database.Database })
+      .databaseConnection;
+    expect(connection.pragma('wal_autocheckpoint', { simple: true })).toBe(1000);
+  });
 
   it('answers each caller only once its transaction is committed', async () => {
     const seenAtAnswer = new Map<string, string[]>();
@@ -313,6 +322,30 @@ describe('TransactionRunner on SQLite with the commit fsync off the event loop',
     expect(answered).toBe(false);
     syncs[1]();
     expect(await Promise.all(later)).toEqual(['b', 'c']);
+  });
+
+  /** The shared connection's `wal_autocheckpoint`: raised once a checkpointer runs. */
+  const autocheckpoint = () =>
+    (
+      database.dataSource.driver as unknown as { databaseConnection: Database.Database }
+    ).databaseConnection.pragma('wal_autocheckpoint', { simple: true });
+
+  it("moves the log's checkpoints off the event loop with its first write", async () => {
+    const first = runner.run(insert('a'));
+    await until(() => syncs.length === 1);
+    syncs[0]();
+    await first;
+    await until(() => autocheckpoint() === BACKSTOP_PAGES);
+  });
+
+  it('starts no checkpointer for a first write once shutdown has begun', async () => {
+    await runner.beforeApplicationShutdown();
+    const first = runner.run(insert('a'));
+    await until(() => syncs.length === 1);
+    syncs[0]();
+    await first;
+    await new Promise((r) => setTimeout(r, 200));
+    expect(autocheckpoint()).toBe(1000);
   });
 
   it('asks no fsync for a group that changed nothing', async () => {

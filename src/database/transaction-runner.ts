@@ -58,8 +58,9 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
   private lastYield = 0;
   /** SQLite with `synchronous = NORMAL`: the fsync of each commit, off the event loop. */
   private walSync?: WalSync | null;
-  /** With `walSync`: the log's checkpoints, off the event loop. */
+  /** With `walSync`: the log's checkpoints, off the event loop. None once shutdown begins. */
   private checkpointer: WalCheckpointer | null = null;
+  private shuttingDown = false;
   private totalChangesStatement?: { get(): unknown };
   /** While a group holds the shared SQLite connection: settles once the group is over. */
   private groupOver: Promise<void> | null = null;
@@ -134,6 +135,7 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
    * service's connection, then the last, checkpoints and removes the log as it closes.
    */
   async beforeApplicationShutdown(): Promise<void> {
+    this.shuttingDown = true;
     await this.checkpointer?.close();
   }
 
@@ -267,7 +269,8 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
     if (!wal || !normal || connection.memory) return null;
     // The file as SQLite opened it (symbolic links resolved): its log lies beside it.
     const [main] = connection.pragma('database_list') as { name: string; file: string }[];
-    this.checkpointer = WalCheckpointer.start(connection, main.file);
+    // A first write during shutdown gets none: nothing would be left to close it.
+    if (!this.shuttingDown) this.checkpointer = WalCheckpointer.start(connection, main.file);
     return new WalSync(`${main.file}-wal`, this.syncFile);
   }
 
