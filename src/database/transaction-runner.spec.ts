@@ -38,6 +38,12 @@ async function itemsDatabase(synchronous: 'FULL' | 'NORMAL') {
   };
 }
 
+/** The shared connection's `wal_autocheckpoint`: raised while a checkpointer runs. */
+const autocheckpointOf = (dataSource: DataSource) =>
+  (
+    dataSource.driver as unknown as { databaseConnection: Database.Database }
+  ).databaseConnection.pragma('wal_autocheckpoint', { simple: true });
+
 const insert = (name: string) => (em: EntityManager) =>
   em.query('INSERT INTO items (name) VALUES (?)', [name]).then(() => name);
 
@@ -70,9 +76,7 @@ describe('TransactionRunner on SQLite', () => {
   it('leaves checkpoints to SQLite where COMMIT syncs by itself (FULL)', async () => {
     await runner.run(insert('a'));
     await new Promise((r) => setTimeout(r, 200));
-    const connection = (dataSource.driver as unknown as { databaseConnection: Database.Database })
-      .databaseConnection;
-    expect(connection.pragma('wal_autocheckpoint', { simple: true })).toBe(1000);
+    expect(autocheckpointOf(dataSource)).toBe(1000);
   });
 
   it('answers each caller only once its transaction is committed', async () => {
@@ -324,11 +328,7 @@ describe('TransactionRunner on SQLite with the commit fsync off the event loop',
     expect(await Promise.all(later)).toEqual(['b', 'c']);
   });
 
-  /** The shared connection's `wal_autocheckpoint`: raised once a checkpointer runs. */
-  const autocheckpoint = () =>
-    (
-      database.dataSource.driver as unknown as { databaseConnection: Database.Database }
-    ).databaseConnection.pragma('wal_autocheckpoint', { simple: true });
+  const autocheckpoint = () => autocheckpointOf(database.dataSource);
 
   it("moves the log's checkpoints off the event loop with its first write", async () => {
     const first = runner.run(insert('a'));

@@ -3,13 +3,8 @@ import Database from 'better-sqlite3';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { until } from '../../test/support/load';
 import { BACKSTOP_PAGES, WalCheckpointer } from './wal-checkpointer';
-
-/** Waits for what must happen, however slow the machine. */
-async function until(check: () => boolean): Promise<void> {
-  for (let i = 0; i < 1000 && !check(); i++) await new Promise((r) => setTimeout(r, 5));
-  expect(check()).toBe(true);
-}
 
 /**
  * On a real database file, with a connection set up as the service's: the log's pages reach the
@@ -65,11 +60,11 @@ describe('WalCheckpointer', () => {
     const emptySize = statSync(file).size;
     const running = checkpointer();
     // Once its thread runs, the connection checkpoints only past the backstop.
-    await until(() => autocheckpoint() === BACKSTOP_PAGES);
+    await until('the checkpointer running', async () => autocheckpoint() === BACKSTOP_PAGES);
 
     write(2000);
     // Fewer pages than the backstop: nothing but the checkpointer copies them.
-    await until(() => statSync(file).size >= 2000 * 4096 * 0.9);
+    await until('the pages in the file', async () => statSync(file).size >= 2000 * 4096 * 0.9);
     await running.close();
 
     // Without it, the same commits leave every page in the log.
@@ -84,7 +79,7 @@ describe('WalCheckpointer', () => {
   it("stops its thread when closed and puts the connection's own checkpoints back", async () => {
     db.pragma('wal_autocheckpoint = 500');
     const running = checkpointer();
-    await until(() => autocheckpoint() === BACKSTOP_PAGES);
+    await until('the checkpointer running', async () => autocheckpoint() === BACKSTOP_PAGES);
     write(100);
     await running.close();
     expect(autocheckpoint()).toBe(500);
@@ -107,7 +102,7 @@ describe('WalCheckpointer', () => {
     db.pragma('wal_autocheckpoint = 500');
     // A file its connection cannot open: the thread fails as it starts.
     const failing = checkpointer(join(dir, 'missing.sqlite'));
-    await until(() => warn.mock.calls.length > 0);
+    await until('a warning', async () => warn.mock.calls.length > 0);
     expect(warn).toHaveBeenCalledWith(
       expect.stringMatching(/main thread again: the checkpointer failed: unable to open/),
     );
