@@ -324,12 +324,58 @@ export class EntityStatements<T extends ObjectLiteral> {
   }
 
   /**
+   * `insertIfAbsent`, unless `unless` holds: an SQL expression (another table's `existsInto`,
+   * say) whose values it appends to `parameters`. One statement: the check and the insert see
+   * the same moment.
+   */
+  async insertUnless(
+    em: EntityManager,
+    row: Partial<T>,
+    unique: readonly (keyof T & string)[],
+    unless: (parameters: unknown[]) => string,
+  ): Promise<boolean> {
+    const keys = this.setKeys(row);
+    const parameters = this.values(row, keys);
+    const expression = unless(parameters);
+    const sql = this.sql(
+      `insert-unless:${keys.join(',')}:${unique.join(',')}:${expression}`,
+      () => {
+        const columns = keys.map((key) => this.column(key)).join(', ');
+        const values = keys.map((_, i) => this.placeholder(i)).join(', ');
+        const conflict = unique.map((key) => this.column(key)).join(', ');
+        // A WHERE of its own, so that SQLite cannot read ON CONFLICT as a join's ON.
+        return (
+          `INSERT INTO ${this.table} (${columns}) SELECT ${values} WHERE NOT ${expression} ` +
+          `ON CONFLICT (${conflict}) DO NOTHING`
+        );
+      },
+    );
+    return (await this.affected(em, sql, parameters)) === 1;
+  }
+
+  /**
    * Sets `set` on the rows matching `where`, where an array value means "one of"; answers how
    * many rows changed.
    */
   async update(em: EntityManager, where: Where<T>, set: Partial<T>): Promise<number> {
     const shape = this.updateShape(where, set);
     return this.affected(em, this.updateSql(shape, 0), this.updateValues(shape, where, set));
+  }
+
+  /** `update`, unless `unless` holds (as `insertUnless` takes it): then it changes nothing. */
+  async updateUnless(
+    em: EntityManager,
+    where: Where<T>,
+    set: Partial<T>,
+    unless: (parameters: unknown[]) => string,
+  ): Promise<number> {
+    const shape = this.updateShape(where, set);
+    const parameters = this.updateValues(shape, where, set);
+    const expression = unless(parameters);
+    const sql = this.sql(`update-unless:${shape.key}:${expression}`, () => {
+      return `${this.updateSql(shape, 0)} AND NOT ${expression}`;
+    });
+    return this.affected(em, sql, parameters);
   }
 
   /** Deletes the rows matching `where` (an array value means "one of"); answers how many. */

@@ -17,6 +17,9 @@ import { SimFaultsService } from './sim-faults.service';
 import { SimOperation } from './sim-fault.entity';
 import { SimVm } from './sim-vm.entity';
 
+/** The most VMs a process keeps as it last knew them (some hundred bytes each). */
+const KNOWN_VMS = 10_000;
+
 /**
  * A fake cloud that keeps its VMs in the database (tables of its own), so they survive a restart
  * and every process sees the same cloud. Each operation takes `SIM_LATENCY_MS`, obeys armed
@@ -25,6 +28,11 @@ import { SimVm } from './sim-vm.entity';
 @Injectable()
 export class SimulatedBackend implements CloudBackend {
   private readonly statements: EntityStatements<SimVm>;
+  /**
+   * VMs as this process last read or wrote them, least recently used first: a change starts
+   * from one of these without reading the VM first (`applyKnown`).
+   */
+  private readonly known = new Map<string, SimVm>();
 
   constructor(
     private readonly tx: TransactionRunner,
@@ -36,13 +44,9 @@ export class SimulatedBackend implements CloudBackend {
   }
 
   async provision(ctx: OperationContext, spec: VmSpec): Promise<{ backendId: string }> {
-    // One VM per instance: a re-run of provisioning finds the VM it made.
-    const existing = await this.lookUp(ctx, 'provision', { instanceId: ctx.instanceId });
-    if (existing) return { backendId: existing.backendId };
-    return this.tx.runUnlocked(async (em) => {
-      this.stillWanted(ctx, 'provision');
+    const made = (): SimVm => {
       const now = new Date();
-      const vm: SimVm = {
+      return {
         backendId: `sim-${uuidv7()}`,
         instanceId: ctx.instanceId,
         ...spec,
@@ -52,12 +56,29 @@ export class SimulatedBackend implements CloudBackend {
         createdAt: now,
         updatedAt: now,
       };
+    };
+    // Most runs are a first run with no fault armed: one statement makes the VM.
+    await this.elapse(ctx, 'provision');
+    const first = made();
+    const inserted = await this.tx.runUnlocked((em) => {
+      this.stillWanted(ctx, 'provision');
+      return this.statements.insertUnless(em, first, ['instanceId'], (parameters) =>
+        this.faults.armedInto('provision', parameters),
+      );
+    });
+    if (inserted) return { backendId: this.remember(first).backendId };
+    // One VM per instance: a re-run of provisioning finds the VM it made.
+    const existing = await this.lookUp(ctx, 'provision', { instanceId: ctx.instanceId });
+    if (existing) return { backendId: existing.backendId };
+    return this.tx.runUnlocked(async (em) => {
+      this.stillWanted(ctx, 'provision');
+      const vm = made();
       if (await this.statements.insertIfAbsent(em, vm, ['instanceId'])) {
-        return { backendId: vm.backendId };
+        return { backendId: this.remember(vm).backendId };
       }
       // A run of the same operation beside this one made it first.
-      const made = await this.statements.findOne(em, { instanceId: ctx.instanceId });
-      return { backendId: made!.backendId };
+      const other = await this.statements.findOne(em, { instanceId: ctx.instanceId });
+      return { backendId: other!.backendId };
     });
   }
 
@@ -101,11 +122,17 @@ export class SimulatedBackend implements CloudBackend {
   }
 
   async delete(ctx: OperationContext, backendId: string): Promise<void> {
+    const remove = (vm: SimVm) => {
+      vm.state = 'deleted';
+      return true;
+    };
+    await this.elapse(ctx, 'delete');
+    if (await this.applyKnown(ctx, 'delete', backendId, remove)) return;
     const read = await this.readVm(ctx, 'delete', backendId);
     await this.applyOnce(ctx, 'delete', async (em) => {
       const vm = await read(em);
       if (!vm || vm.state === 'deleted') return true;
-      vm.state = 'deleted';
+      remove(vm);
       return this.save(em, vm, ctx, 'delete');
     });
   }
@@ -114,7 +141,8 @@ export class SimulatedBackend implements CloudBackend {
     ctx: OperationContext,
     backendId: string,
   ): Promise<{ state: VmPowerState } | null> {
-    await this.prelude(ctx, 'pull');
+    await this.elapse(ctx, 'pull');
+    await this.meetFaults(ctx, 'pull');
     // Like every read outside a transaction, kept out of a write group (`TransactionRunner.read`);
     // the simulated cloud's own records need not wait for Provisor's disk.
     const vm = await this.tx.read(
@@ -125,10 +153,10 @@ export class SimulatedBackend implements CloudBackend {
   }
 
   /**
-   * The prelude of an operation on an existing VM, whose first read of the VM comes with the
+   * The full path of an operation on an existing VM, whose first read of the VM comes with the
    * fault check in one statement. Answers the VM's read for `applyOnce`: that first read on the
-   * first try (its change is conditional on the VM being as read, so a VM changed during the
-   * simulated wait is only read again), a fresh one on each later try.
+   * first try (its change is conditional on the VM being as read, so a VM changed since is only
+   * read again), a fresh one on each later try.
    */
   private async readVm(
     ctx: OperationContext,
@@ -144,8 +172,8 @@ export class SimulatedBackend implements CloudBackend {
   }
 
   /**
-   * Reads the VM matching `where` with the fault check beside it, in one statement, then runs
-   * the prelude (`prelude`) with what the check found.
+   * Reads the VM matching `where` with the fault check beside it, in one statement, then meets
+   * the faults (`meetFaults`) the check found.
    */
   private async lookUp(
     ctx: OperationContext,
@@ -160,12 +188,12 @@ export class SimulatedBackend implements CloudBackend {
       { durable: false },
     );
     // true on PostgreSQL, 1 on SQLite.
-    await this.prelude(ctx, operation, beside === true || beside === 1);
-    return row;
+    await this.meetFaults(ctx, operation, beside === true || beside === 1);
+    return row && this.remember(row);
   }
 
-  /** Armed faults first, then the simulated time the operation takes. */
-  private async prelude(
+  /** Throws (or hangs) as the first armed fault that matches says, if there is one. */
+  private async meetFaults(
     ctx: OperationContext,
     operation: SimOperation,
     armed?: boolean,
@@ -181,6 +209,14 @@ export class SimulatedBackend implements CloudBackend {
         fault.mode === 'transient',
       );
     }
+    this.stillWanted(ctx, operation);
+  }
+
+  /**
+   * The simulated time an operation takes (`SIM_LATENCY_MS`), before anything else it does:
+   * its faults are met, and its change made, once that time is over.
+   */
+  private async elapse(ctx: OperationContext, operation: SimOperation): Promise<void> {
     if (this.config.simLatencyMs > 0) {
       await sleep(this.config.simLatencyMs, undefined, { signal: ctx.signal }).catch(
         () => undefined,
@@ -205,6 +241,8 @@ export class SimulatedBackend implements CloudBackend {
     backendId: string,
     change: (vm: SimVm) => boolean,
   ): Promise<void> {
+    await this.elapse(ctx, operation);
+    if (await this.applyKnown(ctx, operation, backendId, change)) return;
     const read = await this.readVm(ctx, operation, backendId);
     await this.applyOnce(ctx, operation, async (em) => {
       const vm = await read(em);
@@ -266,6 +304,61 @@ export class SimulatedBackend implements CloudBackend {
    */
   private async saved(em: EntityManager, read: SimVm, set: Partial<SimVm>): Promise<boolean> {
     const where = { backendId: read.backendId, lastOperationId: read.lastOperationId };
-    return (await this.statements.update(em, where, set)) === 1;
+    const applied = (await this.statements.update(em, where, set)) === 1;
+    if (applied) this.remember({ ...read, ...set });
+    else this.known.delete(read.backendId);
+    return applied;
+  }
+
+  /**
+   * An operation's first try in one statement, from the VM as this process last knew it: the
+   * simulated time, then the change, made only if the VM is still as known (the operation
+   * that last changed it is the same) and no fault is armed for the operation. Answers whether
+   * it made it. It leaves the rest to the full path (a fresh read with the fault check, then the
+   * change): a VM it does not know, one another process changed, an armed fault, a repeat of an
+   * operation, and any change that would fail (each failure is decided on a fresh read).
+   */
+  private async applyKnown(
+    ctx: OperationContext,
+    operation: SimOperation,
+    backendId: string,
+    change: (vm: SimVm) => boolean,
+  ): Promise<boolean> {
+    const vm = this.known.get(backendId);
+    if (!vm || vm.state === 'deleted' || vm.lastOperationId === ctx.operationId) return false;
+    const next: SimVm = { ...vm };
+    let changed: boolean;
+    try {
+      changed = change(next);
+    } catch {
+      return false;
+    }
+    const set: Partial<SimVm> = { lastOperationId: ctx.operationId, updatedAt: new Date() };
+    if (changed) {
+      Object.assign(set, {
+        state: next.state,
+        flavor: next.flavor,
+        opCounts: { ...vm.opCounts, [operation]: (vm.opCounts[operation] ?? 0) + 1 },
+      });
+    }
+    const where = { backendId, lastOperationId: vm.lastOperationId };
+    const applied = await this.tx.runUnlocked(async (em) => {
+      this.stillWanted(ctx, operation);
+      const changes = await this.statements.updateUnless(em, where, set, (parameters) =>
+        this.faults.armedInto(operation, parameters),
+      );
+      return changes === 1;
+    });
+    if (applied) this.remember({ ...vm, ...set });
+    else this.known.delete(backendId);
+    return applied;
+  }
+
+  /** Keeps `vm` as the latest known, within `KNOWN_VMS`; answers it. */
+  private remember(vm: SimVm): SimVm {
+    this.known.delete(vm.backendId);
+    this.known.set(vm.backendId, vm);
+    if (this.known.size > KNOWN_VMS) this.known.delete(this.known.keys().next().value!);
+    return vm;
   }
 }
