@@ -362,20 +362,47 @@ export class EntityStatements<T extends ObjectLiteral> {
     return this.affected(em, this.updateSql(shape, 0), this.updateValues(shape, where, set));
   }
 
-  /** `update`, unless `unless` holds (as `insertUnless` takes it): then it changes nothing. */
-  async updateUnless(
+  /**
+   * Sets `set` on the row `key` names if its columns equal `guards` and `unless` (as
+   * `insertUnless` takes it) does not hold. When it changes nothing, it answers the row as it is
+   * (null if there is none) with `unless`'s value beside it, as `findOneBeside` would: on
+   * PostgreSQL in the same statement (whose read sees the row as the statement began), on
+   * SQLite, which has no writes in a WITH, in a second one.
+   */
+  async updateUnlessElseRead(
     em: EntityManager,
-    where: Where<T>,
+    key: Partial<T>,
+    guards: Where<T>,
     set: Partial<T>,
     unless: (parameters: unknown[]) => string,
-  ): Promise<number> {
+  ): Promise<{ changed: true } | { changed: false; row: T | null; beside: unknown }> {
+    const where = { ...key, ...guards } as Where<T>;
     const shape = this.updateShape(where, set);
     const parameters = this.updateValues(shape, where, set);
     const expression = unless(parameters);
-    const sql = this.sql(`update-unless:${shape.key}:${expression}`, () => {
-      return `${this.updateSql(shape, 0)} AND NOT ${expression}`;
+    if (!this.postgres) {
+      const sql = this.sql(`update-unless:${shape.key}:${expression}`, () => {
+        return `${this.updateSql(shape, 0)} AND NOT ${expression}`;
+      });
+      if ((await this.affected(em, sql, parameters)) === 1) return { changed: true };
+      return { changed: false, ...(await this.findOneBeside(em, key, unless)) };
+    }
+    const keys = Object.keys(key);
+    const offset = parameters.length;
+    parameters.push(...this.values(key, keys));
+    const sql = this.sql(`update-else-read:${shape.key}:${expression}:${keys.join(',')}`, () => {
+      const conditions = this.equalities(keys, offset, 'b');
+      return (
+        `WITH changed AS (${this.updateSql(shape, 0)} AND NOT ${expression} RETURNING 1) ` +
+        `SELECT (SELECT count(*) FROM changed)::int AS "changed", ${expression} AS "beside", ` +
+        `${this.aliasedList('b')} FROM (SELECT 1 AS one) one ` +
+        `LEFT JOIN ${this.table} b ON ${conditions.join(' AND ')} LIMIT 1`
+      );
     });
-    return this.affected(em, sql, parameters);
+    const [found] = (await execute(this.dataSource, em, sql, parameters)).rows;
+    if (found.changed === 1) return { changed: true };
+    const row = this.hydrate(found, 'b');
+    return { changed: false, row: this.isMissing(row) ? null : row, beside: found.beside };
   }
 
   /** Deletes the rows matching `where` (an array value means "one of"); answers how many. */

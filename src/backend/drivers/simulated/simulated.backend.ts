@@ -20,6 +20,15 @@ import { SimVm } from './sim-vm.entity';
 /** The most VMs a process keeps as it last knew them (some hundred bytes each). */
 const KNOWN_VMS = 10_000;
 
+/** `applyKnown` made the change. */
+const APPLIED = Symbol('applied');
+
+/** A read of a VM (null if there is none) with the fault check beside it (true or 1 if armed). */
+interface Looked {
+  row: SimVm | null;
+  beside: unknown;
+}
+
 /**
  * A fake cloud that keeps its VMs in the database (tables of its own), so they survive a restart
  * and every process sees the same cloud. Each operation takes `SIM_LATENCY_MS`, obeys armed
@@ -127,8 +136,9 @@ export class SimulatedBackend implements CloudBackend {
       return true;
     };
     await this.elapse(ctx, 'delete');
-    if (await this.applyKnown(ctx, 'delete', backendId, remove)) return;
-    const read = await this.readVm(ctx, 'delete', backendId);
+    const known = await this.applyKnown(ctx, 'delete', backendId, remove);
+    if (known === APPLIED) return;
+    const read = await this.readVm(ctx, 'delete', backendId, known);
     await this.applyOnce(ctx, 'delete', async (em) => {
       const vm = await read(em);
       if (!vm || vm.state === 'deleted') return true;
@@ -154,16 +164,19 @@ export class SimulatedBackend implements CloudBackend {
 
   /**
    * The full path of an operation on an existing VM, whose first read of the VM comes with the
-   * fault check in one statement. Answers the VM's read for `applyOnce`: that first read on the
-   * first try (its change is conditional on the VM being as read, so a VM changed since is only
-   * read again), a fresh one on each later try.
+   * fault check in one statement (or is the one a missed `applyKnown` made). Answers the VM's
+   * read for `applyOnce`: that first read on the first try (its change is conditional on the VM
+   * being as read, so a VM changed since is only read again), a fresh one on each later try.
    */
   private async readVm(
     ctx: OperationContext,
     operation: SimOperation,
     backendId: string,
+    missed: Looked | null,
   ): Promise<(em: EntityManager) => Promise<SimVm | null>> {
-    let first: SimVm | null | undefined = await this.lookUp(ctx, operation, { backendId });
+    let first: SimVm | null | undefined = missed
+      ? await this.met(ctx, operation, missed)
+      : await this.lookUp(ctx, operation, { backendId });
     return async (em) => {
       const vm = first !== undefined ? first : await this.statements.findOne(em, { backendId });
       first = undefined;
@@ -173,23 +186,33 @@ export class SimulatedBackend implements CloudBackend {
 
   /**
    * Reads the VM matching `where` with the fault check beside it, in one statement, then meets
-   * the faults (`meetFaults`) the check found.
+   * the faults the check found (`met`).
    */
   private async lookUp(
     ctx: OperationContext,
     operation: SimOperation,
     where: Partial<SimVm>,
   ): Promise<SimVm | null> {
-    const { row, beside } = await this.tx.read(
+    const looked = await this.tx.read(
       () =>
         this.statements.findOneBeside(this.dataSource.manager, where, (parameters) =>
           this.faults.armedInto(operation, parameters),
         ),
       { durable: false },
     );
+    return this.met(ctx, operation, looked);
+  }
+
+  /** Meets the faults a read's check found, and keeps the VM it read as known; answers the VM. */
+  private async met(
+    ctx: OperationContext,
+    operation: SimOperation,
+    { row, beside }: Looked,
+  ): Promise<SimVm | null> {
     // true on PostgreSQL, 1 on SQLite.
     await this.meetFaults(ctx, operation, beside === true || beside === 1);
-    return row && this.remember(row);
+    if (row) this.remember(row);
+    return row;
   }
 
   /** Throws (or hangs) as the first armed fault that matches says, if there is one. */
@@ -242,8 +265,9 @@ export class SimulatedBackend implements CloudBackend {
     change: (vm: SimVm) => boolean,
   ): Promise<void> {
     await this.elapse(ctx, operation);
-    if (await this.applyKnown(ctx, operation, backendId, change)) return;
-    const read = await this.readVm(ctx, operation, backendId);
+    const known = await this.applyKnown(ctx, operation, backendId, change);
+    if (known === APPLIED) return;
+    const read = await this.readVm(ctx, operation, backendId, known);
     await this.applyOnce(ctx, operation, async (em) => {
       const vm = await read(em);
       if (!vm || vm.state === 'deleted') {
@@ -304,34 +328,35 @@ export class SimulatedBackend implements CloudBackend {
    */
   private async saved(em: EntityManager, read: SimVm, set: Partial<SimVm>): Promise<boolean> {
     const where = { backendId: read.backendId, lastOperationId: read.lastOperationId };
+    // Forgotten first: if the write fails, what it wrote is unknown.
+    this.known.delete(read.backendId);
     const applied = (await this.statements.update(em, where, set)) === 1;
     if (applied) this.remember({ ...read, ...set });
-    else this.known.delete(read.backendId);
     return applied;
   }
 
   /**
    * An operation's first try in one statement, from the VM as this process last knew it: the
-   * simulated time, then the change, made only if the VM is still as known (the operation
-   * that last changed it is the same) and no fault is armed for the operation. Answers whether
-   * it made it. It leaves the rest to the full path (a fresh read with the fault check, then the
-   * change): a VM it does not know, one another process changed, an armed fault, a repeat of an
-   * operation, and any change that would fail (each failure is decided on a fresh read).
+   * change, made only if the VM is still as known (the operation that last changed it is the
+   * same) and no fault is armed for the operation. Answers `APPLIED` if it made it; else what
+   * the same statement read of the VM and its faults, for the full path to go on from (`Looked`),
+   * or null where it tried nothing: a VM it does not know, a repeat of an operation, a change
+   * that would fail (each failure is decided on a fresh read).
    */
   private async applyKnown(
     ctx: OperationContext,
     operation: SimOperation,
     backendId: string,
     change: (vm: SimVm) => boolean,
-  ): Promise<boolean> {
+  ): Promise<typeof APPLIED | Looked | null> {
     const vm = this.known.get(backendId);
-    if (!vm || vm.state === 'deleted' || vm.lastOperationId === ctx.operationId) return false;
+    if (!vm || vm.state === 'deleted' || vm.lastOperationId === ctx.operationId) return null;
     const next: SimVm = { ...vm };
     let changed: boolean;
     try {
       changed = change(next);
     } catch {
-      return false;
+      return null;
     }
     const set: Partial<SimVm> = { lastOperationId: ctx.operationId, updatedAt: new Date() };
     if (changed) {
@@ -341,23 +366,30 @@ export class SimulatedBackend implements CloudBackend {
         opCounts: { ...vm.opCounts, [operation]: (vm.opCounts[operation] ?? 0) + 1 },
       });
     }
-    const where = { backendId, lastOperationId: vm.lastOperationId };
-    const applied = await this.tx.runUnlocked(async (em) => {
+    // Forgotten first: if the write fails, what it wrote is unknown.
+    this.known.delete(backendId);
+    const outcome = await this.tx.runUnlocked((em) => {
       this.stillWanted(ctx, operation);
-      const changes = await this.statements.updateUnless(em, where, set, (parameters) =>
-        this.faults.armedInto(operation, parameters),
+      return this.statements.updateUnlessElseRead(
+        em,
+        { backendId },
+        { lastOperationId: vm.lastOperationId },
+        set,
+        (parameters) => this.faults.armedInto(operation, parameters),
       );
-      return changes === 1;
     });
-    if (applied) this.remember({ ...vm, ...set });
-    else this.known.delete(backendId);
-    return applied;
+    if (!outcome.changed) return outcome;
+    this.remember({ ...vm, ...set });
+    return APPLIED;
   }
 
-  /** Keeps `vm` as the latest known, within `KNOWN_VMS`; answers it. */
+  /**
+   * Keeps a copy of `vm` as the latest known, within `KNOWN_VMS`: callers go on changing their
+   * own. Answers `vm`.
+   */
   private remember(vm: SimVm): SimVm {
     this.known.delete(vm.backendId);
-    this.known.set(vm.backendId, vm);
+    this.known.set(vm.backendId, { ...vm, opCounts: { ...vm.opCounts } });
     if (this.known.size > KNOWN_VMS) this.known.delete(this.known.keys().next().value!);
     return vm;
   }
