@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { Client } from 'pg';
 import { DataSource } from 'typeorm';
 import type { OperationContext } from '../src/backend/cloud-backend';
 import { SimFaultsService } from '../src/backend/drivers/simulated/sim-faults.service';
@@ -7,7 +8,10 @@ import { SimulatedBackend } from '../src/backend/drivers/simulated/simulated.bac
 import { AppConfig } from '../src/config/app-config';
 import { EntityStatements } from '../src/database/entity-statements';
 import { TransactionRunner } from '../src/database/transaction-runner';
+import { until } from './support/load';
 import { startApp, TestApp } from './support/test-app';
+
+const postgres = process.env.TEST_DATABASE_URL?.startsWith('postgres') ?? false;
 
 /**
  * The simulated cloud changes a VM it knows (made or last saw) in one statement, conditional on
@@ -46,29 +50,40 @@ describe('the simulated cloud', () => {
     return vms[0];
   }
 
+  function statementsOf(backend: SimulatedBackend): EntityStatements<SimVm> {
+    return (backend as unknown as { statements: EntityStatements<SimVm> }).statements;
+  }
+
   /**
-   * Counts the statements from here on that only read VMs (with or without the fault check
-   * beside them), of `backend`'s own; not those of faults or any other table.
+   * Watches `backend`'s own statements on VMs from here on: the first tries that changed nothing
+   * (`misses`), and the statements that only read (with or without the fault check beside them;
+   * on SQLite a miss makes one).
    */
-  function countReads(backend = sim): () => number {
-    const own = (backend as unknown as { statements: EntityStatements<SimVm> }).statements;
-    const beside = jest.spyOn(EntityStatements.prototype, 'findOneBeside');
-    const one = jest.spyOn(EntityStatements.prototype, 'findOne');
-    return () =>
-      [...beside.mock.contexts, ...one.mock.contexts].filter((context) => context === own).length;
+  function watch(backend = sim) {
+    const own = statementsOf(backend);
+    const tries = jest.spyOn(own, 'updateUnlessElseRead');
+    const reads = [jest.spyOn(own, 'findOneBeside'), jest.spyOn(own, 'findOne')];
+    return {
+      reads: () => reads.reduce((n, spy) => n + spy.mock.calls.length, 0),
+      misses: async () => {
+        const outcomes = await Promise.all(tries.mock.results.map((result) => result.value));
+        return outcomes.filter((outcome: { changed: boolean }) => !outcome.changed).length;
+      },
+    };
   }
 
   const onPostgres = () => t.env.DATABASE_URL.startsWith('postgres');
 
   it('makes a VM and changes it, each in one statement with no read', async () => {
     const id = randomUUID();
-    const reads = countReads();
+    const watched = watch();
     const { backendId } = await sim.provision(ctx(id), spec);
     await sim.stop(ctx(id), backendId);
     await sim.resize(ctx(id), backendId, 'large');
     await sim.start(ctx(id), backendId);
     await sim.restart(ctx(id), backendId);
-    expect(reads()).toBe(0);
+    expect(await watched.misses()).toBe(0);
+    expect(watched.reads()).toBe(0);
     expect(await vmOf(id)).toMatchObject({
       backendId,
       state: 'online',
@@ -76,7 +91,8 @@ describe('the simulated cloud', () => {
       opCounts: { provision: 1, stop: 1, resize: 1, start: 1, restart: 1 },
     });
     await sim.delete(ctx(id), backendId);
-    expect(reads()).toBe(0);
+    expect(await watched.misses()).toBe(0);
+    expect(watched.reads()).toBe(0);
     expect(await vmOf(id)).toMatchObject({ state: 'deleted' });
   });
 
@@ -84,11 +100,13 @@ describe('the simulated cloud', () => {
     const id = randomUUID();
     const { backendId } = await sim.provision(ctx(id), spec);
     await other.stop(ctx(id), backendId);
-    const reads = countReads();
+    const watched = watch();
     // As this process knew it, the VM is online and a start would change nothing.
     await sim.start(ctx(id), backendId);
-    // The missed change reads the VM in the same statement on PostgreSQL, after it on SQLite.
-    expect(reads()).toBe(onPostgres() ? 0 : 1);
+    // The missed change reads the VM in the same statement on PostgreSQL, after it on SQLite;
+    // the full path goes on from that read.
+    expect(await watched.misses()).toBe(1);
+    expect(watched.reads()).toBe(onPostgres() ? 0 : 1);
     expect(await vmOf(id)).toMatchObject({
       state: 'online',
       opCounts: { provision: 1, stop: 1, start: 1 },
@@ -143,9 +161,7 @@ describe('the simulated cloud', () => {
     const { backendId } = await sim.provision(ctx(id), spec);
     // The fault sends the stop the full way (a fresh read, then its write), and the write fails.
     const fault = await faults.arm({ operation: 'stop', instanceId: bystander, mode: 'error' });
-    jest
-      .spyOn(EntityStatements.prototype, 'update')
-      .mockRejectedValueOnce(new Error('connection lost'));
+    jest.spyOn(statementsOf(sim), 'update').mockRejectedValueOnce(new Error('connection lost'));
     const stopping = ctx(id);
     await expect(sim.stop(stopping, backendId)).rejects.toThrow('connection lost');
     await faults.disarm(fault.id);
@@ -175,9 +191,10 @@ describe('the simulated cloud', () => {
       });
     // A refused change reads the VM, and so comes to know it.
     await expect(sim.restart(ctx(id), backendId)).rejects.toThrow('is not running');
-    const reads = countReads();
+    const watched = watch();
     await sim.start(ctx(id), backendId);
-    expect(reads()).toBe(0);
+    expect(await watched.misses()).toBe(0);
+    expect(watched.reads()).toBe(0);
     expect(await vmOf(id)).toMatchObject({ state: 'online', opCounts: { start: 1 } });
   });
 
@@ -245,5 +262,43 @@ describe('the simulated cloud', () => {
     await sim.stop(stopping, backendId);
     await other.stop(stopping, backendId);
     expect(await vmOf(id)).toMatchObject({ state: 'offline', opCounts: { provision: 1, stop: 1 } });
+  });
+
+  /**
+   * PostgreSQL: a first try whose UPDATE waits for another transaction's change of the VM reads
+   * the VM as its statement began, which is the VM as known, not as stored once it stops
+   * waiting. Here another session holds a stop of the VM uncommitted when a restart begins: the
+   * restart's change from that read misses in turn, and the refusal comes from a fresh read.
+   */
+  (postgres ? it : it.skip)('goes on from a fresh read when its first try waited', async () => {
+    const id = randomUUID();
+    const { backendId } = await sim.provision(ctx(id), spec);
+    const session = new Client({ connectionString: t.env.DATABASE_URL });
+    await session.connect();
+    try {
+      await session.query('BEGIN');
+      await session.query(
+        `UPDATE sim_vms SET state = 'offline', last_operation_id = $1,
+           op_counts = '{"provision":1,"stop":1}' WHERE backend_id = $2`,
+        [randomUUID(), backendId],
+      );
+      const restart = sim.restart(ctx(id), backendId);
+      restart.catch(() => undefined);
+      await until('the restart to wait on the row lock', async () => {
+        const { rows } = await session.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+           WHERE wait_event_type = 'Lock' AND query LIKE 'WITH changed AS (UPDATE "sim_vms"%'`,
+        );
+        return rows[0].n === 1;
+      });
+      await session.query('COMMIT');
+      await expect(restart).rejects.toThrow(`VM ${backendId} is not running`);
+    } finally {
+      await session.end();
+    }
+    expect(await vmOf(id)).toMatchObject({
+      state: 'offline',
+      opCounts: { provision: 1, stop: 1 },
+    });
   });
 });

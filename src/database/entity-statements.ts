@@ -364,10 +364,13 @@ export class EntityStatements<T extends ObjectLiteral> {
 
   /**
    * Sets `set` on the row `key` names if its columns equal `guards` and `unless` (as
-   * `insertUnless` takes it) does not hold. When it changes nothing, it answers the row as it is
-   * (null if there is none) with `unless`'s value beside it, as `findOneBeside` would: on
-   * PostgreSQL in the same statement (whose read sees the row as the statement began), on
-   * SQLite, which has no writes in a WITH, in a second one.
+   * `insertUnless` takes it) does not hold. When it changes nothing, it answers the row (null if
+   * there is none) with `unless`'s value beside it, as `findOneBeside` would: on SQLite, which has
+   * no writes in a WITH, from a second statement; on PostgreSQL from the same one, whose read
+   * sees the row as the statement began. That is the latest row stored then, as a read of its
+   * own would be, unless the UPDATE waited for another transaction's change of the row: the row
+   * read then is the one `guards` named, older than the one stored, and a change conditional on
+   * it misses in turn.
    */
   async updateUnlessElseRead(
     em: EntityManager,
