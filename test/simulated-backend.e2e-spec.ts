@@ -30,15 +30,20 @@ describe('the simulated cloud', () => {
     t = await startApp({ SIM_LATENCY_MS: '0' });
     sim = t.app.get(SimulatedBackend);
     faults = t.app.get(SimFaultsService);
-    other = new SimulatedBackend(
-      t.app.get(TransactionRunner),
-      faults,
-      t.app.get(AppConfig),
-      t.app.get(DataSource),
-    );
+    other = anotherBackend();
   });
   afterAll(() => t?.close());
   afterEach(() => jest.restoreAllMocks());
+
+  /** A backend of its own on the same database, as another process has; `config` changed. */
+  function anotherBackend(config: Partial<AppConfig> = {}): SimulatedBackend {
+    return new SimulatedBackend(
+      t.app.get(TransactionRunner),
+      faults,
+      { ...t.app.get(AppConfig), ...config } as AppConfig,
+      t.app.get(DataSource),
+    );
+  }
 
   function ctx(instanceId: string, operationId = randomUUID()): OperationContext {
     return { operationId, instanceId, signal: new AbortController().signal };
@@ -215,12 +220,7 @@ describe('the simulated cloud', () => {
 
   it('takes the simulated time once, also when the first try misses', async () => {
     const latencyMs = 300;
-    const slow = new SimulatedBackend(
-      t.app.get(TransactionRunner),
-      faults,
-      { ...t.app.get(AppConfig), simLatencyMs: latencyMs } as AppConfig,
-      t.app.get(DataSource),
-    );
+    const slow = anotherBackend({ simLatencyMs: latencyMs });
     const id = randomUUID();
     const { backendId } = await slow.provision(ctx(id), spec);
     const fault = await faults.arm({ operation: 'stop', instanceId: randomUUID(), mode: 'error' });

@@ -151,8 +151,7 @@ export class WalCheckpointer {
       this.worker.ref();
       this.worker.postMessage('close');
       const deadline = setTimeout(() => void this.worker.terminate(), CLOSE_WITHIN_MS);
-      await this.exited;
-      clearTimeout(deadline);
+      void this.exited.then(() => clearTimeout(deadline));
     }
     await this.exited;
   }

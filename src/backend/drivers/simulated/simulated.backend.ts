@@ -142,8 +142,7 @@ export class SimulatedBackend implements CloudBackend {
     await this.applyOnce(ctx, 'delete', async (em) => {
       const vm = await read(em);
       if (!vm || vm.state === 'deleted') return true;
-      remove(vm);
-      return this.save(em, vm, ctx, 'delete');
+      return this.saved(em, vm, this.changeOf(vm, remove(vm), ctx, 'delete'));
     });
   }
 
@@ -277,8 +276,7 @@ export class SimulatedBackend implements CloudBackend {
         );
       }
       if (vm.lastOperationId === ctx.operationId) return true;
-      if (change(vm)) return this.save(em, vm, ctx, operation);
-      return this.saved(em, vm, { lastOperationId: ctx.operationId, updatedAt: new Date() });
+      return this.saved(em, vm, this.changeOf(vm, change(vm), ctx, operation));
     });
   }
 
@@ -305,21 +303,20 @@ export class SimulatedBackend implements CloudBackend {
     }
   }
 
-  private save(
-    em: EntityManager,
+  /**
+   * What an operation writes to a VM that `change` made `vm` (`changed` if it changed it): its
+   * operation always, so that a repeat applies nothing; its state, flavor and counts if changed.
+   */
+  private changeOf(
     vm: SimVm,
+    changed: boolean,
     ctx: OperationContext,
     operation: SimOperation,
-  ): Promise<boolean> {
+  ): Partial<SimVm> {
+    const set: Partial<SimVm> = { lastOperationId: ctx.operationId, updatedAt: new Date() };
+    if (!changed) return set;
     const opCounts = { ...vm.opCounts, [operation]: (vm.opCounts[operation] ?? 0) + 1 };
-    const { state, flavor } = vm;
-    return this.saved(em, vm, {
-      state,
-      flavor,
-      opCounts,
-      lastOperationId: ctx.operationId,
-      updatedAt: new Date(),
-    });
+    return { ...set, state: vm.state, flavor: vm.flavor, opCounts };
   }
 
   /**
@@ -358,14 +355,7 @@ export class SimulatedBackend implements CloudBackend {
     } catch {
       return null;
     }
-    const set: Partial<SimVm> = { lastOperationId: ctx.operationId, updatedAt: new Date() };
-    if (changed) {
-      Object.assign(set, {
-        state: next.state,
-        flavor: next.flavor,
-        opCounts: { ...vm.opCounts, [operation]: (vm.opCounts[operation] ?? 0) + 1 },
-      });
-    }
+    const set = this.changeOf(next, changed, ctx, operation);
     // Forgotten first: if the write fails, what it wrote is unknown.
     this.known.delete(backendId);
     const outcome = await this.tx.runUnlocked((em) => {
