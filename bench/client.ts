@@ -1,5 +1,6 @@
 import autocannon from 'autocannon';
 import { Agent, request } from 'node:http';
+import type { CpuMeter } from './service';
 import { round, summarize, type Latency } from './stats';
 
 export interface Reply<T> {
@@ -123,6 +124,8 @@ export interface LoadSpec {
    * reconnect for ever, since a fixed amount of requests never ends without answers.
    */
   abortIf?: () => Error | null;
+  /** Told as the first request goes and as the last answer comes (`ServiceProcess.meter`). */
+  meter?: Pick<CpuMeter, 'start' | 'end'>;
 }
 
 /**
@@ -159,6 +162,7 @@ export function runLoad(spec: LoadSpec): Promise<LoadResult> {
   const connectionsSeen = new Set<unknown>();
   const statusCodes: Record<string, number> = {};
   const cpuBefore = process.cpuUsage();
+  spec.meter?.start();
   const started = performance.now();
   let lastAnswerAt = started;
   return new Promise((resolvePromise, reject) => {
@@ -226,6 +230,7 @@ export function runLoad(spec: LoadSpec): Promise<LoadResult> {
     }, 500);
     instance.on('response', (client, statusCode: number, _bytes, responseTime: number) => {
       lastAnswerAt = performance.now();
+      if (latencies.length + firstLatencies.length + 1 === spec.amount) spec.meter?.end();
       if (connectionsSeen.has(client)) {
         latencies.push(responseTime);
       } else {

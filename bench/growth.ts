@@ -1,6 +1,6 @@
 import { ApiClient, BenchError, runLoad, type LoadResult, type LoadSpec } from './client';
 import type { BenchDatabase } from './database';
-import type { ServiceProcess } from './service';
+import type { LoadCpu, ServiceProcess } from './service';
 import { TRANSITIONAL_STATES } from '../src/state-machine/instance.machine';
 import { round } from './stats';
 
@@ -18,8 +18,16 @@ export interface GrowthStep {
   list: LoadResult;
   create: LoadResult;
   stop: LoadResult;
+  /** The service's CPU over each accept run, from its first request to its last answer. */
+  cpu: { create: LoadCpu; stop: LoadCpu };
   /** How long the worker took to catch up with each accept run. */
   drainSeconds: { create: number; stop: number };
+  /**
+   * At the first size only: the creates' accept run again with the queue paused, so no job runs
+   * beside the requests. What the requests alone cost, and how much of the accept rate the jobs
+   * sharing the main thread take.
+   */
+  queuePaused?: { create: LoadResult; cpu: LoadCpu; drainSeconds: number };
 }
 
 export interface GrowthContext {
@@ -29,6 +37,8 @@ export interface GrowthContext {
   ownerId: string;
   concurrency: number;
   acceptRequests: number;
+  /** Pauses the service's queue (Bull's global pause); answers its resume. */
+  pauseQueue: () => Promise<() => Promise<void>>;
 }
 
 /**
@@ -37,7 +47,11 @@ export interface GrowthContext {
  * accepted instances are left to finish before the next measurement, so each starts with an idle
  * worker; they stay in the table, which is why the next size is topped up by seeding.
  */
-export async function growthStep(ctx: GrowthContext, size: number): Promise<GrowthStep> {
+export async function growthStep(
+  ctx: GrowthContext,
+  size: number,
+  first: boolean,
+): Promise<GrowthStep> {
   const { api, database } = ctx;
   const load = (spec: Omit<LoadSpec, 'baseUrl' | 'token' | 'abortIf'>) =>
     runLoad({ baseUrl: api.baseUrl, token: api.token, abortIf: () => ctx.service.crash, ...spec });
@@ -63,43 +77,70 @@ export async function growthStep(ctx: GrowthContext, size: number): Promise<Grow
     build: () => ({ method: 'GET', path: LIST_PATH }),
   });
 
-  const ids: string[] = [];
-  const create = await load({
-    title: `POST /api/instances (${rows} rows)`,
-    connections: ctx.concurrency,
-    amount: ctx.acceptRequests,
-    build: (i) => ({
-      method: 'POST',
-      path: '/api/instances',
-      body: JSON.stringify({ name: `accept-${rows}-${i}`, flavor: 'small' }),
-    }),
-    onResponse: (status, body) => {
-      if (status === 202) ids.push((JSON.parse(body) as { id: string }).id);
-    },
-  });
-  if (ids.length !== ctx.acceptRequests) {
-    throw new BenchError(
-      `create at ${rows} rows: ${ids.length} of ${ctx.acceptRequests} requests were accepted ` +
-        JSON.stringify(create.statusCodes),
-    );
-  }
-  const createDrain = await waitQuiet(ctx, ids.length);
+  const creates = async (tag: string) => {
+    const ids: string[] = [];
+    const meter = ctx.service.meter();
+    const result = await load({
+      title: `POST /api/instances (${rows} rows${tag})`,
+      connections: ctx.concurrency,
+      amount: ctx.acceptRequests,
+      build: (i) => ({
+        method: 'POST',
+        path: '/api/instances',
+        body: JSON.stringify({
+          name: `accept-${rows}${tag.replace(/\W+/g, '-')}-${i}`,
+          flavor: 'small',
+        }),
+      }),
+      onResponse: (status, body) => {
+        if (status === 202) ids.push((JSON.parse(body) as { id: string }).id);
+      },
+      meter,
+    });
+    if (ids.length !== ctx.acceptRequests) {
+      throw new BenchError(
+        `create at ${rows} rows${tag}: ${ids.length} of ${ctx.acceptRequests} requests were ` +
+          `accepted ${JSON.stringify(result.statusCodes)}`,
+      );
+    }
+    return { ids, result, cpu: meter.use(result.requests) };
+  };
 
+  const create = await creates('');
+  const createDrain = await waitQuiet(ctx, create.ids.length);
+
+  const stopMeter = ctx.service.meter();
   const stop = await load({
     title: `POST /api/instances/{id}/stop (${rows} rows)`,
     connections: ctx.concurrency,
-    amount: ids.length,
-    build: (i) => ({ method: 'POST', path: `/api/instances/${ids[i]}/stop` }),
+    amount: create.ids.length,
+    build: (i) => ({ method: 'POST', path: `/api/instances/${create.ids[i]}/stop` }),
+    meter: stopMeter,
   });
-  const stopDrain = await waitQuiet(ctx, ids.length);
+  const stopDrain = await waitQuiet(ctx, create.ids.length);
+
+  let queuePaused: GrowthStep['queuePaused'];
+  if (first) {
+    const resume = await ctx.pauseQueue();
+    let paused: Awaited<ReturnType<typeof creates>>;
+    try {
+      paused = await creates(', queue paused');
+    } finally {
+      await resume();
+    }
+    const drainSeconds = await waitQuiet(ctx, paused.ids.length);
+    queuePaused = { create: paused.result, cpu: paused.cpu, drainSeconds };
+  }
   return {
     rows,
     seedSeconds,
     listTotal,
     list,
-    create,
+    create: create.result,
     stop,
+    cpu: { create: create.cpu, stop: stopMeter.use(stop.requests) },
     drainSeconds: { create: createDrain, stop: stopDrain },
+    ...(queuePaused ? { queuePaused } : {}),
   };
 }
 

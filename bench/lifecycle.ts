@@ -60,8 +60,12 @@ export interface PhaseResult {
   /** The others over the time from the last `202` to the last instance reaching its state. */
   perSecondAfterAccept: number | null;
   requests: Pick<LoadResult, 'p50Ms' | 'p99Ms' | 'non2xx' | 'errors' | 'timeouts'>;
-  /** Service CPU time per operation over the phase (user + system). */
+  /** Service CPU time per operation over the phase (user + system, every thread). */
   cpuMsPerOperation: number | null;
+  /** The main thread's share of it: requests, jobs and events all run there. */
+  mainThreadCpuMsPerOperation: number | null;
+  /** The main thread's CPU from the first request to the last `202`, in % of one core. */
+  acceptMainThreadBusyPercent: number | null;
   /** The bench process's CPU over the phase, in % of one core (load, events, checks). */
   clientCpuPercent: number;
 }
@@ -163,9 +167,12 @@ export class Lifecycle {
     const { api, watcher, service, concurrency } = this.ctx;
     const tracker = new CompletionTracker(watcher, completion);
     const cpuBefore = service.cpuSeconds();
+    const mainBefore = service.mainThreadCpuSeconds();
     const clientBefore = process.cpuUsage();
+    const meter = service.meter();
     const started = performance.now();
     const load = await runLoad({
+      meter,
       title: `${phase} requests`,
       baseUrl: api.baseUrl,
       token: api.token,
@@ -186,6 +193,7 @@ export class Lifecycle {
     const doneWhileAccepting = reachedAt.filter((at) => at <= acceptedAt).length;
     const afterSeconds = (lastAt - acceptedAt) / 1000;
     const cpuAfter = service.cpuSeconds();
+    const mainAfter = service.mainThreadCpuSeconds();
     const client = process.cpuUsage(clientBefore);
     const seconds = (lastAt - started) / 1000;
     return {
@@ -205,6 +213,8 @@ export class Lifecycle {
         timeouts: load.timeouts,
       },
       cpuMsPerOperation: cpuMsPer(cpuBefore, cpuAfter, count),
+      mainThreadCpuMsPerOperation: cpuMsPer(mainBefore, mainAfter, count),
+      acceptMainThreadBusyPercent: meter.use(load.requests).mainThreadBusyPercent,
       clientCpuPercent: round(
         (client.user + client.system) / 1e4 / ((performance.now() - started) / 1000),
         1,

@@ -1,3 +1,4 @@
+import Bull from 'bull';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -17,6 +18,7 @@ import { growthStep } from './growth';
 import { Lifecycle } from './lifecycle';
 import { parseOptions, PROJECT_ROOT, usage, UsageError, type BenchOptions } from './options';
 import { evaluateTargets, growthRatios, renderReport, type BenchResults } from './report';
+import { QueueName } from '../src/queues/queues';
 import { freePort, ServiceProcess, startCommandNodeArgs } from './service';
 import { ratio, round } from './stats';
 
@@ -235,7 +237,7 @@ async function run(options: BenchOptions, results: BenchResults, cleanup: Cleanu
       requests: options.acceptRequests,
     });
 
-    for (const size of options.growth) {
+    for (const [i, size] of options.growth.entries()) {
       service.enterPhase(`growth ${size}`);
       log(`Growth: ${size} instances in the table`);
       const step = await growthStep(
@@ -246,19 +248,30 @@ async function run(options: BenchOptions, results: BenchResults, cleanup: Cleanu
           ownerId: user.id,
           concurrency: options.concurrency,
           acceptRequests: options.acceptRequests,
+          pauseQueue: () => pauseQueue(options.redisUrl, prefix),
         },
         size,
+        i === 0,
       );
       results.growth.push(step);
-      results.errors.push(...[step.list, step.create, step.stop].flatMap(assertClean));
+      const loads = [step.list, step.create, step.stop];
+      if (step.queuePaused) loads.push(step.queuePaused.create);
+      results.errors.push(...loads.flatMap(assertClean));
       log(
         `  list p50 ${step.list.p50Ms} ms; create ${step.create.perSecond}/s; ` +
-          `stop ${step.stop.perSecond}/s`,
+          `stop ${step.stop.perSecond}/s` +
+          (step.queuePaused ? `; create, queue paused ${step.queuePaused.create.perSecond}/s` : ''),
       );
     }
     if (results.growth.length) {
       const first = results.growth[0];
-      results.accept = { tableRows: first.rows, create: first.create, action: first.stop };
+      results.accept = {
+        tableRows: first.rows,
+        create: first.create,
+        action: first.stop,
+        cpu: { create: first.cpu.create, action: first.cpu.stop },
+        queuePaused: first.queuePaused ?? null,
+      };
     }
     results.growthRatios = growthRatios(results.growth);
   } catch (error) {
@@ -284,6 +297,27 @@ async function run(options: BenchOptions, results: BenchResults, cleanup: Cleanu
       `The service logged ${service.errorLines} error(s), first: ${service.notable.find((l) => l.level >= 50)?.msg}`,
     );
   }
+}
+
+/**
+ * Pauses the service's queue for every worker (Bull's global pause, as the dashboard's pause
+ * button does): jobs added meanwhile wait in Redis. Answers the resume.
+ */
+async function pauseQueue(redisUrl: string, prefix: string): Promise<() => Promise<void>> {
+  const queue = new Bull(QueueName.InstanceOperations, redisUrl, { prefix });
+  try {
+    await queue.pause();
+  } catch (error) {
+    await queue.close();
+    throw error;
+  }
+  return async () => {
+    try {
+      await queue.resume();
+    } finally {
+      await queue.close();
+    }
+  };
 }
 
 async function main(): Promise<number> {

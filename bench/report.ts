@@ -2,7 +2,7 @@ import type { LoadResult } from './client';
 import type { FloorRun, HttpStackRun } from './floor';
 import type { GrowthStep } from './growth';
 import { PHASE_LABELS, type OverheadResult, type PhaseName, type PhaseResult } from './lifecycle';
-import type { LogLine, ServiceExit } from './service';
+import type { LoadCpu, LogLine, ServiceExit } from './service';
 import { ratio } from './stats';
 
 export interface BenchResults {
@@ -39,7 +39,15 @@ export interface BenchResults {
     fullSize: boolean;
   };
   /** The accept rate at the smallest growth size. */
-  accept: { tableRows: number; create: LoadResult; action: LoadResult } | null;
+  accept: {
+    tableRows: number;
+    create: LoadResult;
+    action: LoadResult;
+    /** The service's CPU over each of those runs. */
+    cpu: { create: LoadCpu; action: LoadCpu };
+    /** The creates again with the queue paused: the requests alone (see `GrowthStep`). */
+    queuePaused: { create: LoadResult; cpu: LoadCpu; drainSeconds: number } | null;
+  } | null;
   endToEnd: PhaseResult[];
   /**
    * PostgreSQL: over the end-to-end phases, statements that stored several transitions' writes
@@ -170,10 +178,24 @@ export function renderReport(r: BenchResults): string {
           'p99 ms',
           'first on conn. max ms',
           'non-2xx',
+          'CPU ms/req',
+          'main thread ms/req',
+          'main thread busy',
         ],
         [
-          loadRow('POST /api/instances', r.accept.create),
-          loadRow('POST /api/instances/{id}/stop', r.accept.action),
+          [...loadRow('POST /api/instances', r.accept.create), ...cpuCells(r.accept.cpu.create)],
+          [
+            ...loadRow('POST /api/instances/{id}/stop', r.accept.action),
+            ...cpuCells(r.accept.cpu.action),
+          ],
+          ...(r.accept.queuePaused
+            ? [
+                [
+                  ...loadRow('POST /api/instances, queue paused', r.accept.queuePaused.create),
+                  ...cpuCells(r.accept.queuePaused.cpu),
+                ],
+              ]
+            : []),
         ],
       ),
     );
@@ -191,6 +213,8 @@ export function renderReport(r: BenchResults): string {
           'done by then',
           'ops/s after',
           'CPU ms/op',
+          'main thread ms/op',
+          'main busy accepting',
           'x floor',
         ],
         r.endToEnd.map((p) => [
@@ -201,6 +225,8 @@ export function renderReport(r: BenchResults): string {
           fmt(p.doneWhileAccepting, 0),
           p.perSecondAfterAccept === null ? '-' : fmt(p.perSecondAfterAccept, 1),
           p.cpuMsPerOperation === null ? '-' : fmt(p.cpuMsPerOperation, 2),
+          p.mainThreadCpuMsPerOperation == null ? '-' : fmt(p.mainThreadCpuMsPerOperation, 2),
+          percent(p.acceptMainThreadBusyPercent),
           r.floorRatios[p.phase] === undefined ? '-' : fmt(r.floorRatios[p.phase]!, 2),
         ]),
       ),
@@ -354,6 +380,19 @@ function loadRow(label: string, load: LoadResult): string[] {
     fmt(load.firstOnConnection.maxMs, 2),
     fmt(load.non2xx, 0),
   ];
+}
+
+function cpuCells(cpu: LoadCpu): string[] {
+  return [
+    cpu.msPerRequest === null ? '-' : fmt(cpu.msPerRequest, 3),
+    cpu.mainThreadMsPerRequest === null ? '-' : fmt(cpu.mainThreadMsPerRequest, 3),
+    percent(cpu.mainThreadBusyPercent),
+  ];
+}
+
+/** Older JSON has no such figure: undefined reads as unknown. */
+function percent(value: number | null | undefined): string {
+  return value == null ? '-' : `${fmt(value, 0)} %`;
 }
 
 function fmt(value: number, digits: number): string {

@@ -4,12 +4,39 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { BenchError } from './client';
 import { PROJECT_ROOT } from './options';
+import { cpuMsPer, round } from './stats';
 
 const SAMPLE_EVERY_MS = 200;
 
 export interface LogLine {
   level: number;
   msg: string;
+}
+
+interface CpuReading {
+  all: number | null;
+  main: number | null;
+  at: number;
+}
+
+/** The service's CPU over one load run (see `ServiceProcess.meter`); null where /proc cannot tell. */
+export interface LoadCpu {
+  /** Every thread's CPU, per request. */
+  msPerRequest: number | null;
+  /** The main thread's CPU, per request. */
+  mainThreadMsPerRequest: number | null;
+  /**
+   * The main thread's CPU over the run's wall time, in % of one core. Near 100 the thread is what
+   * bounds the rate: every request waits for its turn on it.
+   */
+  mainThreadBusyPercent: number | null;
+}
+
+export interface CpuMeter {
+  start(): void;
+  /** The first call counts. */
+  end(): void;
+  use(requests: number): LoadCpu;
 }
 
 export interface ServiceExit {
@@ -152,10 +179,53 @@ export class ServiceProcess {
     return readStatus(this.pid, 'VmHWM');
   }
 
-  /** Service CPU time so far (user + system), in seconds. */
+  /** Service CPU time so far (user + system, every thread), in seconds. */
   cpuSeconds(): number | null {
+    return this.statCpuSeconds(`/proc/${this.pid}/stat`);
+  }
+
+  /**
+   * CPU time so far of the service's main thread alone, in seconds: the one thread that parses
+   * requests, runs their handlers and the jobs. V8's garbage-collection helper and libuv's pool
+   * run beside it on the other cores; what this thread cannot keep up with bounds the service.
+   */
+  mainThreadCpuSeconds(): number | null {
+    return this.statCpuSeconds(`/proc/${this.pid}/task/${this.pid}/stat`);
+  }
+
+  /**
+   * A meter of the service's CPU over one load run: `start` as its first request goes, `end` at
+   * its last answer, then `use(requests)`.
+   */
+  meter(): CpuMeter {
+    let start: CpuReading | null = null;
+    let end: CpuReading | null = null;
+    const read = (): CpuReading => ({
+      all: this.cpuSeconds(),
+      main: this.mainThreadCpuSeconds(),
+      at: performance.now(),
+    });
+    return {
+      start: () => void (start = read()),
+      end: () => void (end ??= read()),
+      use: (requests) => {
+        if (!start || !end)
+          return { msPerRequest: null, mainThreadMsPerRequest: null, mainThreadBusyPercent: null };
+        const seconds = (end.at - start.at) / 1000;
+        const main = start.main === null || end.main === null ? null : end.main - start.main;
+        return {
+          msPerRequest: cpuMsPer(start.all, end.all, requests),
+          mainThreadMsPerRequest: cpuMsPer(start.main, end.main, requests),
+          mainThreadBusyPercent:
+            main === null || seconds <= 0 ? null : round((main / seconds) * 100, 0),
+        };
+      },
+    };
+  }
+
+  private statCpuSeconds(path: string): number | null {
     try {
-      const stat = readFileSync(`/proc/${this.pid}/stat`, 'utf8');
+      const stat = readFileSync(path, 'utf8');
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       return (Number(fields[11]) + Number(fields[12])) / this.ticksPerSecond;
     } catch {
