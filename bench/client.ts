@@ -190,6 +190,8 @@ export function runLoad(spec: LoadSpec): Promise<LoadResult> {
       },
       (error, result) => {
         clearInterval(watchdog);
+        // A run with a request lost (an error, a time-out) never reaches its last answer.
+        spec.meter?.end();
         if (error || aborted) {
           reject(aborted ?? error);
           return;

@@ -1,4 +1,11 @@
-import { ApiClient, BenchError, runLoad, type LoadResult, type LoadSpec } from './client';
+import {
+  ApiClient,
+  assertClean,
+  BenchError,
+  runLoad,
+  type LoadResult,
+  type LoadSpec,
+} from './client';
 import type { BenchDatabase } from './database';
 import type { LoadCpu, ServiceProcess } from './service';
 import { TRANSITIONAL_STATES } from '../src/state-machine/instance.machine';
@@ -77,11 +84,11 @@ export async function growthStep(
     build: () => ({ method: 'GET', path: LIST_PATH }),
   });
 
-  const creates = async (tag: string) => {
+  const creates = async (tableRows: number, tag: string) => {
     const ids: string[] = [];
     const meter = ctx.service.meter();
     const result = await load({
-      title: `POST /api/instances (${rows} rows${tag})`,
+      title: `POST /api/instances (${tableRows} rows${tag})`,
       connections: ctx.concurrency,
       amount: ctx.acceptRequests,
       build: (i) => ({
@@ -99,14 +106,14 @@ export async function growthStep(
     });
     if (ids.length !== ctx.acceptRequests) {
       throw new BenchError(
-        `create at ${rows} rows${tag}: ${ids.length} of ${ctx.acceptRequests} requests were ` +
+        `create at ${tableRows} rows${tag}: ${ids.length} of ${ctx.acceptRequests} requests were ` +
           `accepted ${JSON.stringify(result.statusCodes)}`,
       );
     }
     return { ids, result, cpu: meter.use(result.requests) };
   };
 
-  const create = await creates('');
+  const create = await creates(rows, '');
   const createDrain = await waitQuiet(ctx, create.ids.length);
 
   const stopMeter = ctx.service.meter();
@@ -121,15 +128,30 @@ export async function growthStep(
 
   let queuePaused: GrowthStep['queuePaused'];
   if (first) {
+    const pausedRows = await database.countInstances();
     const resume = await ctx.pauseQueue();
     let paused: Awaited<ReturnType<typeof creates>>;
     try {
-      paused = await creates(', queue paused');
-    } finally {
-      await resume();
+      paused = await creates(pausedRows, ', queue paused');
+    } catch (error) {
+      // The run's own failure is the one to report; the queue's keys go with the run anyway.
+      await resume().catch(() => undefined);
+      throw error;
     }
+    await resume();
     const drainSeconds = await waitQuiet(ctx, paused.ids.length);
     queuePaused = { create: paused.result, cpu: paused.cpu, drainSeconds };
+    // Stopped again, unmeasured, as the other accept runs' instances are: the next size's table
+    // then holds as many online rows as it did before this run existed.
+    const restop = await load({
+      title: `POST /api/instances/{id}/stop (after the paused run)`,
+      connections: ctx.concurrency,
+      amount: paused.ids.length,
+      build: (i) => ({ method: 'POST', path: `/api/instances/${paused.ids[i]}/stop` }),
+    });
+    const problems = assertClean(restop);
+    if (problems.length > 0) throw new BenchError(problems.join('; '));
+    await waitQuiet(ctx, paused.ids.length);
   }
   return {
     rows,

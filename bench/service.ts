@@ -186,8 +186,9 @@ export class ServiceProcess {
 
   /**
    * CPU time so far of the service's main thread alone, in seconds: the one thread that parses
-   * requests, runs their handlers and the jobs. V8's garbage-collection helper and libuv's pool
-   * run beside it on the other cores; what this thread cannot keep up with bounds the service.
+   * requests, runs their handlers and the jobs. V8's garbage-collection helper, libuv's pool and
+   * (SQLite) the checkpointer's thread run beside it on the other cores; what this thread cannot
+   * keep up with bounds the service.
    */
   mainThreadCpuSeconds(): number | null {
     return this.statCpuSeconds(`/proc/${this.pid}/task/${this.pid}/stat`);
