@@ -8,7 +8,7 @@ import { SimulatedBackend } from '../src/backend/drivers/simulated/simulated.bac
 import { AppConfig } from '../src/config/app-config';
 import { EntityStatements } from '../src/database/entity-statements';
 import { TransactionRunner } from '../src/database/transaction-runner';
-import { until } from './support/load';
+import { untilWaitingOnLock } from './support/pg-locks';
 import { startApp, TestApp } from './support/test-app';
 
 const postgres = process.env.TEST_DATABASE_URL?.startsWith('postgres') ?? false;
@@ -284,13 +284,11 @@ describe('the simulated cloud', () => {
       );
       const restart = sim.restart(ctx(id), backendId);
       restart.catch(() => undefined);
-      await until('the restart to wait on the row lock', async () => {
-        const { rows } = await session.query<{ n: number }>(
-          `SELECT count(*)::int AS n FROM pg_stat_activity
-           WHERE wait_event_type = 'Lock' AND query LIKE 'WITH changed AS (UPDATE "sim_vms"%'`,
-        );
-        return rows[0].n === 1;
-      });
+      await untilWaitingOnLock(
+        t.app.get(DataSource),
+        'WITH changed AS (UPDATE "sim_vms"',
+        'the restart to wait on the row lock',
+      );
       await session.query('COMMIT');
       await expect(restart).rejects.toThrow(`VM ${backendId} is not running`);
     } finally {

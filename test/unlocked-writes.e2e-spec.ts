@@ -1,7 +1,7 @@
 import { Client } from 'pg';
 import { DataSource } from 'typeorm';
 import { ApiClient } from './support/api';
-import { until } from './support/load';
+import { untilWaitingOnLock } from './support/pg-locks';
 import { tallyAndRows } from './support/tally';
 import { startApp, TestApp } from './support/test-app';
 
@@ -58,13 +58,11 @@ onPostgres('a change whose row changed after it was read (PostgreSQL)', () => {
     );
     const answer = request();
     // The request read the row as it was and now waits on the other session's row lock.
-    await until('the change to wait on the row lock', async () => {
-      const [{ n }] = (await t.app.get(DataSource).query(
-        `SELECT count(*)::int AS n FROM pg_stat_activity
-         WHERE wait_event_type = 'Lock' AND query LIKE 'WITH instance_%'`,
-      )) as { n: number }[];
-      return n === 1;
-    });
+    await untilWaitingOnLock(
+      t.app.get(DataSource),
+      'WITH instance_',
+      'the change to wait on the row lock',
+    );
     await other.query('COMMIT');
     return answer;
   }
