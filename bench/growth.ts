@@ -7,7 +7,7 @@ import {
   type LoadSpec,
 } from './client';
 import type { BenchDatabase } from './database';
-import type { LoadCpu, ServiceProcess } from './service';
+import type { CpuMeter, LoadCpu, ServiceProcess } from './service';
 import { TRANSITIONAL_STATES } from '../src/state-machine/instance.machine';
 import { round } from './stats';
 
@@ -116,14 +116,16 @@ export async function growthStep(
   const create = await creates(rows, '');
   const createDrain = await waitQuiet(ctx, create.ids.length);
 
+  const stops = (ids: string[], title: string, meter?: CpuMeter) =>
+    load({
+      title: `POST /api/instances/{id}/stop (${title})`,
+      connections: ctx.concurrency,
+      amount: ids.length,
+      build: (i) => ({ method: 'POST', path: `/api/instances/${ids[i]}/stop` }),
+      meter,
+    });
   const stopMeter = ctx.service.meter();
-  const stop = await load({
-    title: `POST /api/instances/{id}/stop (${rows} rows)`,
-    connections: ctx.concurrency,
-    amount: create.ids.length,
-    build: (i) => ({ method: 'POST', path: `/api/instances/${create.ids[i]}/stop` }),
-    meter: stopMeter,
-  });
+  const stop = await stops(create.ids, `${rows} rows`, stopMeter);
   const stopDrain = await waitQuiet(ctx, create.ids.length);
 
   let queuePaused: GrowthStep['queuePaused'];
@@ -143,12 +145,7 @@ export async function growthStep(
     queuePaused = { create: paused.result, cpu: paused.cpu, drainSeconds };
     // Stopped again, unmeasured, as the other accept runs' instances are: the next size's table
     // then holds as many online rows as it did before this run existed.
-    const restop = await load({
-      title: `POST /api/instances/{id}/stop (after the paused run)`,
-      connections: ctx.concurrency,
-      amount: paused.ids.length,
-      build: (i) => ({ method: 'POST', path: `/api/instances/${paused.ids[i]}/stop` }),
-    });
+    const restop = await stops(paused.ids, 'after the paused run');
     const problems = assertClean(restop);
     if (problems.length > 0) throw new BenchError(problems.join('; '));
     await waitQuiet(ctx, paused.ids.length);

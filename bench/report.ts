@@ -225,7 +225,7 @@ export function renderReport(r: BenchResults): string {
           fmt(p.doneWhileAccepting, 0),
           p.perSecondAfterAccept === null ? '-' : fmt(p.perSecondAfterAccept, 1),
           p.cpuMsPerOperation === null ? '-' : fmt(p.cpuMsPerOperation, 2),
-          p.mainThreadCpuMsPerOperation == null ? '-' : fmt(p.mainThreadCpuMsPerOperation, 2),
+          p.mainThreadCpuMsPerOperation === null ? '-' : fmt(p.mainThreadCpuMsPerOperation, 2),
           percent(p.acceptMainThreadBusyPercent),
           r.floorRatios[p.phase] === undefined ? '-' : fmt(r.floorRatios[p.phase]!, 2),
         ]),
@@ -390,9 +390,8 @@ function cpuCells(cpu: LoadCpu): string[] {
   ];
 }
 
-/** Older JSON has no such figure: undefined reads as unknown. */
-function percent(value: number | null | undefined): string {
-  return value == null ? '-' : `${fmt(value, 0)} %`;
+function percent(value: number | null): string {
+  return value === null ? '-' : `${fmt(value, 0)} %`;
 }
 
 function fmt(value: number, digits: number): string {
