@@ -181,6 +181,20 @@ describe('TransactionRunner on SQLite', () => {
     expect(committed()).toContain('later');
   });
 
+  it('answers every waiting transaction when a group cannot even begin, instead of retrying for ever', async () => {
+    await runner.run(insert('first'));
+    // The connection gone under the runner (closed during shutdown, say): BEGIN itself fails.
+    (
+      dataSource.driver as unknown as { databaseConnection: Database.Database }
+    ).databaseConnection.close();
+    const results = await Promise.allSettled(
+      ['a', 'b', 'c'].map((name) => runner.run(insert(name))),
+    );
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    expect((results[0] as PromiseRejectedResult).reason).toBeInstanceOf(GroupAborted);
+    expect(committed()).toEqual(['first']);
+  });
+
   it('undoes a failed transaction before its caller hears of the failure', async () => {
     const seenByCaller = await runner
       .run(async (em) => {

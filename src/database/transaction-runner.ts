@@ -245,6 +245,10 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
       }
     } catch (error) {
       const aborted = error instanceof GroupAborted ? error : new GroupAborted(error);
+      // A group that failed before taking any transaction (its BEGIN refused, the connection
+      // closed) answers the first one waiting, so that each attempt ends one: the queue drains
+      // instead of retrying the same failure for ever, and a passing fault costs one answer.
+      if (!current && done.length === 0) current = this.queue.shift() ?? null;
       current?.reject(aborted);
       for (const { pending } of done) pending.reject(aborted);
       this.recover(runner);
