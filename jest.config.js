@@ -5,6 +5,9 @@ process.env.TZ = 'UTC';
 const transform = {
   '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.jest.json', diagnostics: false }],
 };
+// An ES module under @fastify/static (which Swagger UI and the queue dashboard serve their files
+// with): Node 20 loads it with require(), Jest's module loader cannot.
+const moduleNameMapper = { '^content-disposition$': '<rootDir>/test/support/content-disposition.js' };
 
 /** @type {import('jest').Config} */
 module.exports = {
@@ -14,12 +17,14 @@ module.exports = {
       testEnvironment: 'node',
       testMatch: ['<rootDir>/src/**/*.spec.ts'],
       transform,
+      moduleNameMapper,
     },
     {
       displayName: 'e2e',
       testEnvironment: 'node',
       testMatch: ['<rootDir>/test/**/*.e2e-spec.ts'],
       transform,
+      moduleNameMapper,
       slowTestThreshold: 30,
     },
   ],

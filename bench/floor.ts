@@ -130,7 +130,7 @@ export interface HttpStackRun {
 
 /**
  * The other part every operation is built on: one authenticated request through the service's
- * HTTP stack (Express, Nest's routing and guards, the request log, JSON out), on a route that
+ * HTTP stack (Fastify, Nest's routing and guards, the request log, JSON out), on a route that
  * reads no database and schedules nothing. The floor's jobs make no request, so the two together
  * are the least an operation can cost.
  */

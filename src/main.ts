@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { NestExpressApplication } from '@nestjs/platform-express';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Logger as PinoLogger } from 'nestjs-pino';
 import { readEnvironment } from './config/environment';
 
@@ -18,10 +18,10 @@ async function bootstrap(): Promise<void> {
   }
   // Loaded after the check: AppModule's imports read the environment as they load.
   const { AppModule } = await import('./app.module');
-  const { configureApp } = await import('./app.setup');
+  const { configureApp, createHttpAdapter } = await import('./app.setup');
   const { AppConfig } = await import('./config/app-config');
 
-  const app = await NestFactory.create<NestExpressApplication>(AppModule, {
+  const app = await NestFactory.create<NestFastifyApplication>(AppModule, createHttpAdapter(), {
     bodyParser: false,
     bufferLogs: true,
   });

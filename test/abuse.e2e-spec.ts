@@ -115,6 +115,26 @@ describe('CORS with CORS_ORIGINS', () => {
     expect(res.headers['access-control-allow-credentials']).toBeUndefined();
   });
 
+  it('allows every method the API has, and the preflight carries the base headers', async () => {
+    for (const method of ['GET', 'POST', 'PATCH', 'DELETE']) {
+      const res = await t.http
+        .options('/api/instances/0190c6a0-0000-7000-8000-000000000000')
+        .set('Origin', 'https://console.example.com')
+        .set('Access-Control-Request-Method', method)
+        .set('X-Request-Id', `preflight-${method}`)
+        .expect(204);
+      expect(res.headers['access-control-allow-methods']).toContain(method);
+      expect(res.headers['x-request-id']).toBe(`preflight-${method}`);
+      expect(res.headers['x-content-type-options']).toBe('nosniff');
+    }
+  });
+
+  it('answers an OPTIONS request without the preflight headers as a preflight, not a 400', async () => {
+    const res = await t.http.options('/api/instances').expect(204);
+    expect(res.headers['access-control-allow-methods']).toContain('PATCH');
+    expect(res.text).toBe('');
+  });
+
   it('exposes Retry-After to a listed origin and ignores any other', async () => {
     const listed = await t.http
       .get('/api/users/me')

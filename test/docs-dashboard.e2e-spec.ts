@@ -1,3 +1,4 @@
+import { DataSource } from 'typeorm';
 import { ApiClient } from './support/api';
 import { startApp, TestApp } from './support/test-app';
 
@@ -437,5 +438,27 @@ describe('Swagger UI, the OpenAPI document and the queue dashboard', () => {
         isFailed: false,
       });
     });
+  });
+});
+
+describe('the queue dashboard when the database fails', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startApp();
+  });
+  afterAll(() => t?.close());
+
+  it("answers the sign-in 500 in the API's error shape, at once", async () => {
+    await t.app.get(DataSource).destroy();
+    const credentials = Buffer.from('admin:pvs_never-seen-before').toString('base64');
+    const res = await t.http
+      .get('/admin/queues')
+      .set('Authorization', `Basic ${credentials}`)
+      .timeout(5_000);
+    expect({ status: res.status, body: res.body }).toEqual({
+      status: 500,
+      body: { statusCode: 500, error: 'Internal Server Error', message: 'Internal server error' },
+    });
+    expect(res.headers['content-type']).toMatch(/^application\/json/);
   });
 });

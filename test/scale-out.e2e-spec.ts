@@ -30,6 +30,18 @@ onPostgres('APP_ROLE=api + 2 x APP_ROLE=worker on PostgreSQL', () => {
   });
   afterAll(() => deployment?.close());
 
+  it('answers on a worker /api/health and /metrics only, the rest 404 in the error shape', async () => {
+    const worker = workers[1].client(deployment.adminToken);
+    const res = await worker.get('/api/instances');
+    expect({ status: res.status, body: res.body }).toEqual({
+      status: 404,
+      body: { statusCode: 404, error: 'Not Found', message: expect.stringContaining('worker') },
+    });
+    expect(res.headers['x-request-id']).toEqual(expect.any(String));
+    await worker.get('/api/health').expect(200);
+    await worker.get('/metrics').expect(200);
+  });
+
   it('creates 500 instances, the two workers sharing the jobs', async () => {
     ids = await createMany(admin, COUNT, 16, 'scale');
     expect(ids).toHaveLength(COUNT);

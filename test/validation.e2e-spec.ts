@@ -242,6 +242,38 @@ describe('input validation and errors', () => {
       expect(await accountSnapshot(alice)).toEqual(account);
     });
 
+    it('answers a body under a malformed Content-Type with 415, naming the type to send', async () => {
+      const before = await snapshot(vm.id);
+      const res = await t.http
+        .patch(`/api/instances/${vm.id}`)
+        .set(bearer(alice.token))
+        .set('Content-Type', 'json')
+        .send('{"description":"changed"}');
+      expectError(res, 415, 'application/json');
+      expect(await snapshot(vm.id)).toEqual(before);
+    });
+
+    it('takes an empty body as no body, whatever its Content-Type says', async () => {
+      const own = await alice.online({ name: 'empty-bodies' });
+      const stop = await t.http
+        .post(`/api/instances/${own.id}/stop`)
+        .set(bearer(alice.token))
+        .set('Content-Type', 'text/plain')
+        .send('');
+      expect({ status: stop.status, state: stop.body.state }).toEqual({
+        status: 202,
+        state: 'stopping_scheduled',
+      });
+      await alice.waitForState(own.id, 'offline');
+      const start = await t.http
+        .post(`/api/instances/${own.id}/start`)
+        .set(bearer(alice.token))
+        .set('Content-Type', 'application/x-www-form-urlencoded')
+        .send('');
+      expect(start.status).toBe(202);
+      await alice.waitForState(own.id, 'online');
+    });
+
     it('answers a body nested thousands of levels deep with 400, not a crash', async () => {
       const deep = `{"name":"deep","flavor":"small","x":${'['.repeat(3000)}${']'.repeat(3000)}}`;
       const res = await t.http
@@ -307,9 +339,26 @@ describe('input validation and errors', () => {
     });
   });
 
+  describe('paths', () => {
+    it('matches paths in any case and with a trailing slash, as routes always have', async () => {
+      for (const path of ['/API/Instances', '/api/instances/', `/api/INSTANCES/${vm.id}`]) {
+        const res = await alice.get(path);
+        expect({ path, status: res.status }).toEqual({ path, status: 200 });
+      }
+    });
+
+    it('answers a path that cannot be decoded with 400 in the error shape, with the base headers', async () => {
+      const res = await alice.get('/api/instances/%zz').set('X-Request-Id', 'bad-path-1');
+      expectError(res, 400);
+      expect(res.headers['x-request-id']).toBe('bad-path-1');
+      expect(res.headers['x-content-type-options']).toBe('nosniff');
+    });
+  });
+
   describe('ids', () => {
     it('answers 400 to a non-UUID id on every instance route, and never 404 or 500', async () => {
-      const ids = ['not-a-uuid', '12345', `${vm.id}0`, "1'%20OR%20'1'='1"];
+      // The last is longer than a router may take for a path parameter by default (100).
+      const ids = ['not-a-uuid', '12345', `${vm.id}0`, "1'%20OR%20'1'='1", 'x'.repeat(2_000)];
       for (const id of ids) {
         const requests: [string, Promise<Response>][] = [
           ['GET', alice.get(`/api/instances/${id}`)],

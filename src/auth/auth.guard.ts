@@ -6,7 +6,7 @@ import {
   UnauthorizedException,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import type { Request } from 'express';
+import type { FastifyRequest as Request } from 'fastify';
 import { PUBLIC_ROUTE, QUERY_TOKEN, STAFF_ONLY } from './auth.decorators';
 import { UsersService } from './users.service';
 
@@ -45,6 +45,6 @@ function bearerToken(request: Request): string | null {
 }
 
 function queryToken(request: Request): string | null {
-  const token = request.query.access_token;
+  const token = (request.query as Record<string, unknown>).access_token;
   return typeof token === 'string' && token.length > 0 ? token : null;
 }

@@ -1,6 +1,6 @@
 import { ExecutionContext, Injectable } from '@nestjs/common';
 import { ThrottlerGuard, ThrottlerModuleOptions } from '@nestjs/throttler';
-import type { Request } from 'express';
+import type { FastifyRequest as Request } from 'fastify';
 import type { AppConfig } from '../config/app-config';
 import type { Actor } from './actor';
 import { RateLimitStore } from './rate-limit.store';

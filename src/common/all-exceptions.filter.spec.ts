@@ -1,17 +1,23 @@
 import type { ArgumentsHost } from '@nestjs/common';
 import { BadRequestException, Logger } from '@nestjs/common';
+import { IncomingMessage, ServerResponse } from 'node:http';
+import { Socket } from 'node:net';
 import { AllExceptionsFilter } from './all-exceptions.filter';
 
-/** A host whose request has pino-http's `req.log`, or none, and a response that records. */
+/**
+ * A host whose raw request has pino-http's `req.log`, or none, and a Fastify reply that records.
+ */
 function hostWith(requestLog?: { child: jest.Mock }) {
   const response = {
-    headersSent: false,
+    sent: false,
+    raw: { headersSent: false },
     status: jest.fn().mockReturnThis(),
-    json: jest.fn().mockReturnThis(),
+    type: jest.fn().mockReturnThis(),
+    send: jest.fn().mockReturnThis(),
   };
   const host = {
     switchToHttp: () => ({
-      getRequest: () => (requestLog ? { log: requestLog } : {}),
+      getRequest: () => ({ raw: requestLog ? { log: requestLog } : {} }),
       getResponse: () => response,
     }),
   } as unknown as ArgumentsHost;
@@ -29,7 +35,8 @@ describe('AllExceptionsFilter', () => {
     expect(requestLog.child).toHaveBeenCalledWith({ context: 'HttpErrors' });
     expect(bound.error).toHaveBeenCalledWith(expect.stringContaining('Error: disk on fire\n'));
     expect(response.status).toHaveBeenCalledWith(500);
-    expect(response.json).toHaveBeenCalledWith({
+    expect(response.type).toHaveBeenCalledWith('application/json; charset=utf-8');
+    expect(response.send).toHaveBeenCalledWith({
       statusCode: 500,
       error: 'Internal Server Error',
       message: 'Internal server error',
@@ -54,5 +61,43 @@ describe('AllExceptionsFilter', () => {
     new AllExceptionsFilter().catch(new BadRequestException('name must not be empty'), host);
     expect(requestLog.child).not.toHaveBeenCalled();
     expect(response.status).toHaveBeenCalledWith(400);
+  });
+
+  it('answers a request that could not be read with its 4xx, in words of the API', () => {
+    const requestLog = { child: jest.fn() };
+    const { host, response } = hostWith(requestLog);
+    // What Node gives when a client goes away halfway through its body.
+    const aborted = Object.assign(new Error('aborted'), { code: 'ECONNRESET', statusCode: 400 });
+    new AllExceptionsFilter().catch(aborted, host);
+    expect(requestLog.child).not.toHaveBeenCalled();
+    expect(response.status).toHaveBeenCalledWith(400);
+    expect(response.send).toHaveBeenCalledWith({
+      statusCode: 400,
+      error: 'Bad Request',
+      message: 'The request could not be read',
+    });
+  });
+
+  it("answers on Node's own response where a middleware threw", () => {
+    const request = new IncomingMessage(new Socket());
+    const response = new ServerResponse(request);
+    const written: string[] = [];
+    jest.spyOn(response, 'end').mockImplementation(((chunk: string) => {
+      written.push(chunk);
+      return response;
+    }) as never);
+    const host = {
+      switchToHttp: () => ({ getRequest: () => request, getResponse: () => response }),
+    } as unknown as ArgumentsHost;
+
+    new AllExceptionsFilter().catch(new BadRequestException('bad header'), host);
+
+    expect(response.statusCode).toBe(400);
+    expect(response.getHeader('content-type')).toBe('application/json; charset=utf-8');
+    expect(JSON.parse(written[0])).toEqual({
+      statusCode: 400,
+      error: 'Bad Request',
+      message: 'bad header',
+    });
   });
 });

@@ -6,9 +6,10 @@ import {
   HttpStatus,
   Logger,
 } from '@nestjs/common';
-import type { Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { QueryFailedError } from 'typeorm';
-import { BODY_LIMIT_BYTES } from './body-limit';
+import { BodyError, notJson, tooLarge } from './json-body.parser';
 import { DomainError, DomainErrorCode } from './domain-error';
 
 export interface ErrorBody {
@@ -43,7 +44,7 @@ const REASON: Record<number, string> = {
 
 /**
  * Turns anything thrown into `{statusCode, error, message}`. Domain errors map by code; errors
- * from the body parser keep their 4xx; anything unexpected is logged and answered as a bare 500,
+ * of the request itself (its body, its URL) keep their 4xx; anything unexpected is logged and answered as a bare 500,
  * so no stack trace or SQL ever reaches a client.
  */
 export function toErrorBody(exception: unknown, logger?: ErrorLog): ErrorBody {
@@ -51,8 +52,16 @@ export function toErrorBody(exception: unknown, logger?: ErrorLog): ErrorBody {
     const statusCode = STATUS_OF[exception.code];
     return { statusCode, error: REASON[statusCode], message: exception.message };
   }
+  if (exception instanceof BodyError) {
+    const { statusCode, message } = exception;
+    return { statusCode, error: REASON[statusCode], message };
+  }
   if (exception instanceof HttpException) {
     const statusCode = exception.getStatus();
+    // Fastify's errors about the request reach here as HttpExceptions (Nest maps them), with
+    // Fastify's words: those about the body's size and type are said as the API says them.
+    if (statusCode === 413) return toErrorBody(tooLarge());
+    if (statusCode === 415) return toErrorBody(notJson());
     const response = exception.getResponse();
     // A body made on purpose (terminus's health report) is answered as it is.
     if (typeof response === 'object' && response !== null && !('message' in response)) {
@@ -64,39 +73,12 @@ export function toErrorBody(exception: unknown, logger?: ErrorLog): ErrorBody {
         : exception.message;
     return { statusCode, error: REASON[statusCode] ?? exception.name, message };
   }
-  const clientError = bodyParserError(exception) ?? databaseInputError(exception);
+  const clientError = databaseInputError(exception) ?? unreadableRequest(exception);
   if (clientError) return clientError;
   logger?.error(
     exception instanceof Error ? (exception.stack ?? exception.message) : String(exception),
   );
   return { statusCode: 500, error: REASON[500], message: 'Internal server error' };
-}
-
-/** Errors of the body parser (and the decompression under it) are the client's: keep their 4xx. */
-function bodyParserError(exception: unknown): ErrorBody | null {
-  if (typeof exception !== 'object' || exception === null) return null;
-  const { type, status } = exception as { type?: string; status?: unknown };
-  if (type === 'entity.too.large') {
-    return {
-      statusCode: 413,
-      error: REASON[413],
-      message: `Request body is larger than the limit of ${BODY_LIMIT_BYTES} bytes`,
-    };
-  }
-  if (type === 'entity.parse.failed') {
-    return { statusCode: 400, error: REASON[400], message: 'Malformed JSON in request body' };
-  }
-  if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
-    return { statusCode: 415, error: REASON[415], message: 'Unsupported body encoding' };
-  }
-  if (typeof status === 'number' && status >= 400 && status < 500) {
-    return {
-      statusCode: status,
-      error: REASON[status] ?? 'Bad Request',
-      message: 'The request body could not be read (bad encoding or compression)',
-    };
-  }
-  return null;
 }
 
 /** PostgreSQL refuses NUL characters in text; that is the client's input, not a fault of ours. */
@@ -113,13 +95,36 @@ function databaseInputError(exception: unknown): ErrorBody | null {
   return null;
 }
 
+/**
+ * A request the server could not read to its end (the client went away mid-body, a broken
+ * chunked encoding): Node and Fastify mark such errors with a 4xx `statusCode`. Their words name
+ * internals, so the answer says what happened in the API's.
+ */
+function unreadableRequest(exception: unknown): ErrorBody | null {
+  const statusCode = (exception as { statusCode?: unknown } | null)?.statusCode;
+  if (!(exception instanceof Error) || typeof statusCode !== 'number') return null;
+  if (statusCode < 400 || statusCode > 499) return null;
+  return {
+    statusCode,
+    error: REASON[statusCode] ?? REASON[400],
+    message: 'The request could not be read',
+  };
+}
+
 function statusOf(exception: unknown, body: ErrorBody): number {
   return exception instanceof HttpException ? exception.getStatus() : body.statusCode;
 }
 
 /** Where an unexpected error's stack goes: a Nest logger, or a request's own pino logger. */
-interface ErrorLog {
+export interface ErrorLog {
   error(message: string): unknown;
+}
+
+/** Answers `body` on Node's own response, where no Fastify reply is at hand. */
+export function endWithError(res: ServerResponse, body: ErrorBody, status = body.statusCode): void {
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.end(JSON.stringify(body));
 }
 
 @Catch()
@@ -127,16 +132,26 @@ export class AllExceptionsFilter implements ExceptionFilter {
   private readonly logger = new Logger('HttpErrors');
 
   catch(exception: unknown, host: ArgumentsHost): void {
-    const response = host.switchToHttp().getResponse<Response>();
-    // The request's logger (pino-http's `req.log`) puts its id, method and URL on the line.
-    const { log } = host.switchToHttp().getRequest<{ log?: { child(b: object): ErrorLog } }>();
+    // Fastify's reply and request, or, for an error thrown in a middleware, Node's own.
+    const reply = host.switchToHttp().getResponse<FastifyReply | ServerResponse>();
+    const request = host.switchToHttp().getRequest<FastifyRequest | IncomingMessage>();
+    const raw = 'raw' in request ? request.raw : request;
+    // The request's logger (pino-http's, on the raw request) puts its id, method and URL on the
+    // line.
+    const { log } = raw as { log?: { child(b: object): ErrorLog } };
     const body = toErrorBody(
       exception,
       log
         ? { error: (message) => log.child({ context: 'HttpErrors' }).error(message) }
         : this.logger,
     );
-    if (response.headersSent) return;
-    response.status(statusOf(exception, body)).json(body);
+    const status = statusOf(exception, body);
+    if (!('raw' in reply)) {
+      if (!reply.headersSent) endWithError(reply, body, status);
+      return;
+    }
+    if (reply.sent || reply.raw.headersSent) return;
+    // JSON whatever the route said it answers (`/metrics` is text).
+    void reply.status(status).type('application/json; charset=utf-8').send(body);
   }
 }

@@ -5,7 +5,7 @@ import {
   Injectable,
   UseGuards,
 } from '@nestjs/common';
-import type { Request } from 'express';
+import type { FastifyRequest as Request } from 'fastify';
 
 /**
  * For routes that take no body: any field sent is unknown, and unknown fields are a `400`, in

@@ -1,5 +1,5 @@
 import type { Logger } from '@nestjs/common';
-import type { Request, Response } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { EventEmitter } from 'node:events';
 import type { Actor } from '../auth/actor';
 import type { InstanceEvent } from '../state-machine/instance-event.entity';
@@ -23,7 +23,7 @@ function event(id: number): InstanceEvent {
 
 /** A stream on fake request, response, log and hub; `wake` is what a committed change calls. */
 function open(pages: InstanceEvent[][], socket = { highWaterMark: 16384, full: false }) {
-  const req = new EventEmitter() as unknown as Request;
+  const req = new EventEmitter() as unknown as IncomingMessage;
   const chunks: string[] = [];
   const res = Object.assign(new EventEmitter(), {
     writableHighWaterMark: socket.highWaterMark,
@@ -31,7 +31,7 @@ function open(pages: InstanceEvent[][], socket = { highWaterMark: 16384, full: f
     // false: the socket's buffer is full, and 'drain' will say when it has room.
     write: jest.fn((chunk: string) => chunks.push(chunk) > 0 && !socket.full),
     end: jest.fn(),
-  }) as unknown as Response;
+  }) as unknown as ServerResponse;
   const list = jest.fn(async () => pages.shift() ?? []);
   let wake: () => void = () => undefined;
   const hub = {

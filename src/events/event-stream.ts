@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import type { Request, Response } from 'express';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Actor } from '../auth/actor';
 import { EventDto } from './dto/event.dto';
 import type { EventStreamHub } from './event-stream.service';
@@ -16,6 +16,8 @@ export interface StreamOptions {
   instanceId?: string;
   /** The last event id the client has; only later events are sent. */
   after: number;
+  /** Headers already set for the response (CORS, rate limit), sent with the stream's own. */
+  headers?: OutgoingHttpHeaders;
 }
 
 /**
@@ -24,8 +26,8 @@ export interface StreamOptions {
  * the client is slow to read, it waits for the socket to drain before reading more.
  */
 export function openEventStream(
-  req: Request,
-  res: Response,
+  req: IncomingMessage & { log?: { child(bindings: object): Pick<Logger, 'warn'> } },
+  res: ServerResponse,
   options: StreamOptions,
   events: EventsService,
   hub: EventStreamHub,
@@ -44,6 +46,7 @@ export function openEventStream(
   });
 
   res.writeHead(200, {
+    ...options.headers,
     'Content-Type': 'text/event-stream; charset=utf-8',
     'Cache-Control': 'no-cache, no-transform',
     Connection: 'keep-alive',

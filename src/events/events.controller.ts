@@ -8,7 +8,8 @@ import {
   Req,
   Res,
 } from '@nestjs/common';
-import type { Request, Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { OutgoingHttpHeaders } from 'node:http';
 import {
   ApiBearerAuth,
   ApiHeader,
@@ -76,8 +77,8 @@ export class EventsController {
     @Query() query: StreamEventsQuery,
     @Headers('last-event-id') lastEventId: string | undefined,
     @CurrentUser() actor: Actor,
-    @Req() req: Request,
-    @Res() res: Response,
+    @Req() req: FastifyRequest,
+    @Res() reply: FastifyReply,
   ): Promise<void> {
     let after: number;
     if (lastEventId === undefined || lastEventId === '') {
@@ -89,10 +90,17 @@ export class EventsController {
         `Last-Event-ID must be an event id (a whole number from 0 to ${MAX_EVENT_ID})`,
       );
     }
+    // The stream writes to the socket itself, for as long as the client stays.
+    reply.hijack();
     openEventStream(
-      req,
-      res,
-      { actor, instanceId: query.instance_id, after },
+      req.raw,
+      reply.raw,
+      {
+        actor,
+        instanceId: query.instance_id,
+        after,
+        headers: reply.getHeaders() as OutgoingHttpHeaders,
+      },
       this.events,
       this.hub,
       this.logger,

@@ -42,7 +42,13 @@ export class Idempotency {
       }
       throw error;
     }
-    await this.store.complete(userId, key, call.status, response.getHeader('location'), body);
+    await this.store.complete(
+      userId,
+      key,
+      call.status,
+      response.getHeader('location') as string | undefined,
+      body,
+    );
     return body;
   }
 
@@ -50,8 +56,8 @@ export class Idempotency {
     if (earlier.statusCode! >= 400) {
       throw new HttpException(earlier.body as Record<string, unknown>, earlier.statusCode!);
     }
-    response.status(earlier.statusCode!);
-    if (earlier.location) response.location(earlier.location);
+    void response.status(earlier.statusCode!);
+    if (earlier.location) void response.header('Location', earlier.location);
     return earlier.body;
   }
 }

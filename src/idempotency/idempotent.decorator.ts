@@ -1,6 +1,6 @@
 import { createParamDecorator, ExecutionContext } from '@nestjs/common';
 import { HTTP_CODE_METADATA } from '@nestjs/common/constants';
-import type { Request, Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { createHash } from 'node:crypto';
 import type { Actor } from '../auth/actor';
 import { DomainError, DomainErrorCode } from '../common/domain-error';
@@ -13,7 +13,7 @@ export interface IdempotentCall {
   fingerprint: string;
   /** The route's success status, kept with the answer. */
   status: number;
-  response: Response;
+  response: FastifyReply;
 }
 
 /**
@@ -24,8 +24,9 @@ export interface IdempotentCall {
 export const Idempotent = createParamDecorator(
   (_: unknown, context: ExecutionContext): IdempotentCall | null => {
     const http = context.switchToHttp();
-    const request = http.getRequest<Request & { actor: Actor }>();
-    const key = request.header('idempotency-key');
+    const request = http.getRequest<FastifyRequest & { actor: Actor }>();
+    // Node joins a repeated header of this name into one string.
+    const key = request.headers['idempotency-key'] as string | undefined;
     if (key === undefined) return null;
     if (key.length < 1 || key.length > 255) {
       throw new DomainError(
@@ -34,7 +35,9 @@ export const Idempotent = createParamDecorator(
       );
     }
     const fingerprint = createHash('sha256')
-      .update(`${request.method} ${request.path} ${JSON.stringify(request.body ?? null)}`)
+      .update(
+        `${request.method} ${request.url.split('?')[0]} ${JSON.stringify(request.body ?? null)}`,
+      )
       .digest('hex');
     const status: number =
       Reflect.getMetadata(HTTP_CODE_METADATA, context.getHandler()) ??
@@ -44,7 +47,7 @@ export const Idempotent = createParamDecorator(
       userId: request.actor.id,
       fingerprint,
       status,
-      response: http.getResponse<Response>(),
+      response: http.getResponse<FastifyReply>(),
     };
   },
 );

@@ -12,7 +12,7 @@ import {
   Res,
 } from '@nestjs/common';
 import { ApiBearerAuth, ApiHeader, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import type { Actor } from '../auth/actor';
 import { CurrentUser, Staff } from '../auth/auth.decorators';
 import { ApiErrors } from '../common/api-errors.decorator';
@@ -76,7 +76,7 @@ export class InstancesController {
     @Body() body: CreateInstanceDto,
     @CurrentUser() actor: Actor,
     @RequestId() requestId: string | undefined,
-    @Res({ passthrough: true }) res: Response,
+    @Res({ passthrough: true }) res: FastifyReply,
     @Idempotent() call: IdempotentCall | null,
   ): Promise<InstanceDto> {
     return this.idempotency.run(call, async () => {
@@ -90,7 +90,7 @@ export class InstancesController {
         actor,
         requestId,
       );
-      res.location(`/api/instances/${instance.id}`);
+      void res.header('Location', `/api/instances/${instance.id}`);
       return InstanceDto.of(instance, actor);
     });
   }

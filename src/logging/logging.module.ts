@@ -8,6 +8,26 @@ import { AppConfig } from '../config/app-config';
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 
+/** Where a request keeps its id once made, so that every part asking gets the same one. */
+const ID = Symbol('provisor.requestId');
+
+/**
+ * A request's id: its `X-Request-Id` when that is a sane one, else a new UUID, made once. The
+ * server makes it as the request arrives (`serverWithBaseHeaders`), and Fastify takes the same
+ * (`genReqId`); the request log, the response header and the jobs the request schedules all
+ * carry it.
+ */
+export function requestIdOf(req: IncomingMessage): string {
+  const request = req as IncomingMessage & { [ID]?: string };
+  if (request[ID] === undefined) {
+    const given = req.headers['x-request-id'];
+    request[ID] = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+  }
+  return request[ID];
+}
+
+type LoggedRequest = IncomingMessage & { id?: string; log?: unknown };
+
 /** The process's pino logger: Nest's own log lines and every request line go through it. */
 export const ROOT_LOGGER = Symbol('ROOT_LOGGER');
 
@@ -16,7 +36,7 @@ export const LOG_DESTINATION = Symbol('LOG_DESTINATION');
 
 /**
  * Structured logs with pino: one JSON line per request (pretty with LOG_FORMAT=pretty) carrying a
- * request id, which is also answered as `X-Request-Id` and carried into the jobs the request
+ * request id, which is also answered as `X-Request-Id` (`serverWithBaseHeaders`) and carried into the jobs the request
  * scheduled (`@RequestId()`). Tokens never reach the log: the Authorization header is redacted
  * and `access_token` is cut from logged URLs.
  *
@@ -72,38 +92,39 @@ export class LoggingModule implements NestModule {
   constructor(@Inject(ROOT_LOGGER) private readonly logger: pino.Logger) {}
 
   configure(consumer: MiddlewareConsumer): void {
-    consumer
-      .apply(
-        pinoHttp({
-          logger: this.logger,
-          genReqId: (req: IncomingMessage, res: ServerResponse) => {
-            const given = req.headers['x-request-id'];
-            const id = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
-            res.setHeader('X-Request-Id', id);
-            return id;
-          },
-          serializers: {
-            res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
-            req: (req: { id: string; method: string; url: string }) => ({
-              id: req.id,
-              method: req.method,
-              url: req.url.replace(/([?&]access_token=)[^&]*/g, '$1[redacted]'),
-            }),
-          },
-          // Health is polled every few seconds, and its 503 only repeats what the Redis or
-          // database connection logged once when it went; any other 503 says "not ready", not
-          // a fault of Provisor's.
-          customLogLevel: (req: IncomingMessage, res: ServerResponse, error?: Error) =>
-            req.url === '/api/health'
-              ? 'silent'
-              : error || (res.statusCode >= 500 && res.statusCode !== 503)
-                ? 'error'
-                : res.statusCode >= 400
-                  ? 'warn'
-                  : 'info',
-          autoLogging: { ignore: (req: IncomingMessage) => req.url === '/api/health' },
+    const logRequest = pinoHttp({
+      logger: this.logger,
+      genReqId: requestIdOf,
+      serializers: {
+        res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
+        req: (req: { id: string; method: string; url: string }) => ({
+          id: req.id,
+          method: req.method,
+          url: req.url.replace(/([?&]access_token=)[^&]*/g, '$1[redacted]'),
         }),
-      )
+      },
+      // Health is polled every few seconds, and its 503 only repeats what the Redis or
+      // database connection logged once when it went; any other 503 says "not ready", not
+      // a fault of Provisor's.
+      customLogLevel: (req: IncomingMessage, res: ServerResponse, error?: Error) =>
+        req.url === '/api/health'
+          ? 'silent'
+          : error || (res.statusCode >= 500 && res.statusCode !== 503)
+            ? 'error'
+            : res.statusCode >= 400
+              ? 'warn'
+              : 'info',
+      autoLogging: { ignore: (req: IncomingMessage) => req.url === '/api/health' },
+    });
+    consumer
+      .apply((req: LoggedRequest, res: ServerResponse & { log?: unknown }, next: () => void) => {
+        // Fastify's middleware layer hands over Fastify's request id, and its logger (silent:
+        // Provisor gives Fastify none) as `log`; the request's logger is pino-http's instead.
+        (req as { log?: unknown }).log = undefined;
+        (res as { log?: unknown }).log = undefined;
+        req.id ??= requestIdOf(req);
+        logRequest(req, res, next);
+      })
       .forRoutes('*path');
   }
 }

@@ -1,17 +1,13 @@
-import { MiddlewareConsumer, Module, NestModule } from '@nestjs/common';
+import { Module } from '@nestjs/common';
 import { QueuesModule } from '../queues/queues.module';
 import { StateMachineModule } from '../state-machine/state-machine.module';
-import { HttpMetricsMiddleware } from './http-metrics.middleware';
+import { HttpMetricsHook } from './http-metrics.hook';
 import { MetricsController } from './metrics.controller';
 import { MetricsService } from './metrics.service';
 
 @Module({
   imports: [QueuesModule, StateMachineModule],
   controllers: [MetricsController],
-  providers: [MetricsService],
+  providers: [MetricsService, HttpMetricsHook],
 })
-export class MetricsModule implements NestModule {
-  configure(consumer: MiddlewareConsumer): void {
-    consumer.apply(HttpMetricsMiddleware).forRoutes('*path');
-  }
-}
+export class MetricsModule {}

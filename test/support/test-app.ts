@@ -1,4 +1,4 @@
-import { NestExpressApplication } from '@nestjs/platform-express';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Test, TestingModuleBuilder } from '@nestjs/testing';
 import Redis from 'ioredis';
 import { randomBytes } from 'node:crypto';
@@ -15,7 +15,7 @@ import type TestAgent from 'supertest/lib/agent';
  * when TEST_DATABASE_URL points at a server (`postgres://postgres@127.0.0.1:5432/test`).
  */
 export interface TestApp {
-  app: NestExpressApplication;
+  app: NestFastifyApplication;
   http: TestAgent;
   /** The `ADMIN_TOKEN` staff user's token. */
   adminToken: string;
@@ -55,14 +55,15 @@ export async function startApp(
 
   // Imported after the environment is set: ConfigModule reads it when AppModule loads.
   const { AppModule } = await import('../../src/app.module');
-  const { configureApp } = await import('../../src/app.setup');
+  const { configureApp, createHttpAdapter } = await import('../../src/app.setup');
   const moduleRef = await customize(Test.createTestingModule({ imports: [AppModule] })).compile();
-  const app = moduleRef.createNestApplication<NestExpressApplication>({
+  const app = moduleRef.createNestApplication<NestFastifyApplication>(createHttpAdapter(), {
     bodyParser: false,
     logger: ['error', 'warn'],
   });
   configureApp(app);
   await app.init();
+  await app.getHttpAdapter().getInstance().ready();
 
   return {
     app,

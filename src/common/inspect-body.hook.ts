@@ -1,4 +1,5 @@
-import type { NextFunction, Request, Response } from 'express';
+import type { FastifyRequest } from 'fastify';
+import { BodyError, hasBody, notJson } from './json-body.parser';
 
 /** Deeper than any body of the API needs; far below what recursive validation can take. */
 export const MAX_BODY_DEPTH = 32;
@@ -10,45 +11,41 @@ export const MAX_BODY_DEPTH = 32;
 const PROTOTYPE_KEYS = new Set([...Object.getOwnPropertyNames(Object.prototype), 'prototype']);
 
 /**
- * Refuses, before anything reads them, requests no route can use: a body that is not JSON, a
+ * Refuses, as a `preValidation` hook (the body parsed, no guard or handler run yet), requests
+ * no route can use: a body that is not JSON, a
  * body nested past `MAX_BODY_DEPTH`, text with a NUL character (PostgreSQL cannot store it,
  * so both databases refuse it alike), and prototype names such as `__proto__`, which validation
  * would not see as unknown fields.
  */
-export function inspectBody(req: Request, res: Response, next: NextFunction): void {
-  const refuse = (status: number, error: string, message: string) =>
-    void res.status(status).json({ statusCode: status, error, message });
-
-  if (hasBody(req) && !req.is('application/json')) {
-    return refuse(
-      415,
-      'Unsupported Media Type',
-      'Send the request body as JSON, with Content-Type: application/json',
-    );
-  }
-  if (/%00/i.test(req.originalUrl)) {
-    return refuse(400, 'Bad Request', 'Text must not contain NUL (\\u0000) characters');
-  }
-  const problem = inspect(req.body);
-  if (problem === 'deep') {
-    return refuse(
-      400,
-      'Bad Request',
-      `Request body is nested deeper than ${MAX_BODY_DEPTH} levels`,
-    );
-  }
-  if (problem === 'nul') {
-    return refuse(400, 'Bad Request', 'Text must not contain NUL (\\u0000) characters');
-  }
-  if (problem) {
-    return refuse(400, 'Bad Request', `property ${problem.slice(4)} should not exist`);
-  }
-  next();
+export function inspectBody(
+  request: FastifyRequest,
+  _reply: unknown,
+  done: (error?: Error) => void,
+): void {
+  const refusal = refusalOf(request);
+  if (refusal) done(refusal);
+  else done();
 }
 
-function hasBody(req: Request): boolean {
-  const length = req.headers['content-length'];
-  return (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
+function refusalOf(request: FastifyRequest): BodyError | null {
+  if (hasBody(request) && !isJson(request.headers['content-type'])) {
+    return notJson();
+  }
+  if (/%00/i.test(request.url)) {
+    return new BodyError(400, 'Text must not contain NUL (\\u0000) characters');
+  }
+  const problem = inspect(request.body);
+  if (problem === 'deep') {
+    return new BodyError(400, `Request body is nested deeper than ${MAX_BODY_DEPTH} levels`);
+  }
+  if (problem === 'nul') {
+    return new BodyError(400, 'Text must not contain NUL (\\u0000) characters');
+  }
+  return problem ? new BodyError(400, `property ${problem.slice(4)} should not exist`) : null;
+}
+
+function isJson(contentType: string | undefined): boolean {
+  return contentType !== undefined && /^application\/json\s*(;|$)/i.test(contentType.trim());
 }
 
 /** Walks the parsed body without recursion, so no body can exhaust the stack here. */

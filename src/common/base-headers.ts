@@ -1,0 +1,39 @@
+import { Logger } from '@nestjs/common';
+import helmet from 'helmet';
+import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
+import { requestIdOf } from '../logging/logging.module';
+import { endWithError, toErrorBody } from './all-exceptions.filter';
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** The timeouts Fastify gives its own server, given to this one alike. */
+interface ServerTimeouts {
+  keepAliveTimeout?: number;
+  requestTimeout?: number;
+  connectionTimeout?: number;
+}
+
+const securityHeaders = helmet();
+const logger = new Logger('HttpErrors');
+
+/**
+ * Provisor's HTTP server (Fastify's `serverFactory`): every request gets the base headers before
+ * Fastify sees it, so that every answer carries them, whoever gives it (a route, a CORS
+ * preflight, the queue dashboard, Fastify refusing a path it cannot decode): `X-Request-Id` and
+ * helmet's security headers, with helmet's defaults (a same-origin content security policy,
+ * under which Swagger UI and the queue dashboard still render).
+ */
+export function serverWithBaseHeaders(handler: Handler, options: ServerTimeouts = {}): Server {
+  const server = createServer((req, res) => {
+    res.setHeader('X-Request-Id', requestIdOf(req));
+    securityHeaders(req, res, (error?: unknown) => {
+      if (!error) return handler(req, res);
+      // helmet fails only on a bad configuration of its own: a fault of the server.
+      endWithError(res, toErrorBody(error, logger));
+    });
+  });
+  if (options.keepAliveTimeout !== undefined) server.keepAliveTimeout = options.keepAliveTimeout;
+  if (options.requestTimeout !== undefined) server.requestTimeout = options.requestTimeout;
+  if (options.connectionTimeout) server.setTimeout(options.connectionTimeout);
+  return server;
+}

@@ -1,0 +1,96 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { IncomingHttpHeaders } from 'node:http';
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+import { BODY_LIMIT_BYTES } from './body-limit';
+
+/** A body that cannot be read as the API's JSON: the client's fault, answered with its status. */
+export class BodyError extends Error {
+  constructor(
+    readonly statusCode: 400 | 413 | 415,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'BodyError';
+  }
+}
+
+const DECODERS: Record<string, (body: Buffer, options: { maxOutputLength: number }) => Buffer> = {
+  gzip: gunzipSync,
+  'x-gzip': gunzipSync,
+  deflate: inflateSync,
+  br: brotliDecompressSync,
+};
+
+/**
+ * The one body parser: `application/json` in UTF-8, an object or an array, plain or compressed
+ * (gzip, deflate, br), at most `BODY_LIMIT_BYTES` on the wire and once inflated. An empty body
+ * is no body, as it is for a client that sets the content type on every request, whatever the
+ * type. A body of any other media type (or of none) is refused with `415` unread; Fastify's own
+ * `text/plain` parser goes, so that no route ever sees a body that is not JSON.
+ */
+export function registerJsonBody(fastify: FastifyInstance): void {
+  fastify.removeAllContentTypeParsers();
+  fastify.addContentTypeParser(
+    'application/json',
+    { parseAs: 'buffer', bodyLimit: BODY_LIMIT_BYTES },
+    (request, body, done) => {
+      try {
+        done(null, parseJsonBody(request.headers, body as Buffer));
+      } catch (error) {
+        done(error as Error, undefined);
+      }
+    },
+  );
+  fastify.addContentTypeParser('*', (request, _payload, done) =>
+    hasBody(request) ? done(notJson(), undefined) : done(null, undefined),
+  );
+}
+
+/** Whether the request says a body follows: a length above zero, or a chunked one. */
+export function hasBody(request: FastifyRequest): boolean {
+  const length = request.headers['content-length'];
+  return (
+    (length !== undefined && length !== '0') || request.headers['transfer-encoding'] !== undefined
+  );
+}
+
+export function notJson(): BodyError {
+  return new BodyError(415, 'Send the request body as JSON, with Content-Type: application/json');
+}
+
+export function parseJsonBody(headers: IncomingHttpHeaders, raw: Buffer): unknown {
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(headers['content-type'] ?? '')?.[1];
+  if (charset && !/^utf-?8$/i.test(charset)) {
+    throw new BodyError(415, `Unsupported body encoding: send JSON in UTF-8, not ${charset}`);
+  }
+  const text = inflate(headers['content-encoding'], raw).toString('utf8').trim();
+  if (text === '') return undefined;
+  // An object or an array: a bare string, number or null is no body of this API.
+  if (text[0] !== '{' && text[0] !== '[') throw malformed();
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw malformed();
+  }
+}
+
+function inflate(encoding: string | undefined, raw: Buffer): Buffer {
+  const name = (encoding ?? 'identity').trim().toLowerCase();
+  if (name === 'identity' || name === '') return raw;
+  const decode = DECODERS[name];
+  if (!decode) throw new BodyError(415, `Unsupported body encoding: ${name}`);
+  try {
+    return decode(raw, { maxOutputLength: BODY_LIMIT_BYTES });
+  } catch (error) {
+    if ((error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge();
+    throw new BodyError(400, 'The request body could not be read (bad encoding or compression)');
+  }
+}
+
+function malformed(): BodyError {
+  return new BodyError(400, 'Malformed JSON in request body');
+}
+
+export function tooLarge(): BodyError {
+  return new BodyError(413, `Request body is larger than the limit of ${BODY_LIMIT_BYTES} bytes`);
+}
