@@ -195,6 +195,18 @@ describe('TransactionRunner on SQLite', () => {
     expect(committed()).toEqual(['first']);
   });
 
+  it('runs the next transaction in a group of its own when the first ends the transaction', async () => {
+    const results = await Promise.allSettled([
+      runner.run(async (em) => {
+        await em.query('ROLLBACK'); // SQLite on a full disk, at the group's first transaction
+        throw new Error('disk full');
+      }),
+      runner.run(insert('next')),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'fulfilled']);
+    expect(committed()).toEqual(['next']);
+  });
+
   it('undoes a failed transaction before its caller hears of the failure', async () => {
     const seenByCaller = await runner
       .run(async (em) => {

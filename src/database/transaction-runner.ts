@@ -202,6 +202,8 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
     const runner = this.dataSource.createQueryRunner();
     const done: { pending: Pending; value: unknown }[] = [];
     let current: Pending | null = null;
+    /** How many queued transactions the group took: none if it failed before its first. */
+    let taken = 0;
     try {
       this.recover(runner);
       const changesBefore = this.totalChanges();
@@ -209,12 +211,9 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
       // Transactions queued while the group runs join it, for up to GROUP_MS or MAX_GROUP: a
       // longer group would keep the event loop, and every request waiting on it, too long.
       const started = performance.now();
-      for (
-        let taken = 0;
-        taken < MAX_GROUP && this.queue.length > 0 && performance.now() - started < GROUP_MS;
-        taken++
-      ) {
+      while (taken < MAX_GROUP && this.queue.length > 0 && performance.now() - started < GROUP_MS) {
         current = this.queue.shift()!;
+        taken++;
         await runner.startTransaction(); // SAVEPOINT
         try {
           const value = await current.work(runner.manager);
@@ -248,7 +247,7 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
       // A group that failed before taking any transaction (its BEGIN refused, the connection
       // closed) answers the first one waiting, so that each attempt ends one: the queue drains
       // instead of retrying the same failure for ever, and a passing fault costs one answer.
-      if (!current && done.length === 0) current = this.queue.shift() ?? null;
+      if (taken === 0) current = this.queue.shift() ?? null;
       current?.reject(aborted);
       for (const { pending } of done) pending.reject(aborted);
       this.recover(runner);
