@@ -1,5 +1,5 @@
 import type { ArgumentsHost } from '@nestjs/common';
-import { BadRequestException, Logger } from '@nestjs/common';
+import { BadRequestException, HttpException, Logger } from '@nestjs/common';
 import { IncomingMessage, ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import { AllExceptionsFilter } from './all-exceptions.filter';
@@ -98,6 +98,24 @@ describe('AllExceptionsFilter', () => {
       statusCode: 400,
       error: 'Bad Request',
       message: 'bad header',
+    });
+  });
+
+  it("logs a server fault Fastify reported, and answers it without Fastify's words", () => {
+    const bound = { error: jest.fn() };
+    const requestLog = { child: jest.fn().mockReturnValue(bound) };
+    const { host, response } = hostWith(requestLog);
+    // How Nest hands on a FastifyError such as FST_ERR_REP_INVALID_PAYLOAD_TYPE.
+    const fault = new HttpException("Attempted to send payload of invalid type 'number'", 500);
+
+    new AllExceptionsFilter().catch(fault, host);
+
+    expect(bound.error).toHaveBeenCalledWith(expect.stringContaining('invalid type'));
+    expect(response.status).toHaveBeenCalledWith(500);
+    expect(response.send).toHaveBeenCalledWith({
+      statusCode: 500,
+      error: 'Internal Server Error',
+      message: 'Internal server error',
     });
   });
 });

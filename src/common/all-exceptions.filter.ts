@@ -63,6 +63,13 @@ export function toErrorBody(exception: unknown, logger?: ErrorLog): ErrorBody {
     if (statusCode === 413) return toErrorBody(tooLarge());
     if (statusCode === 415) return toErrorBody(notJson());
     const response = exception.getResponse();
+    // A server fault Fastify reported (Nest wraps it with Fastify's words): logged, and answered
+    // as any unexpected error is. Provisor's own 5xx answers carry a body, not bare words.
+    if (statusCode >= 500 && typeof response === 'string') {
+      logger?.error(exception.stack ?? exception.message);
+      const error = REASON[statusCode] ?? REASON[500];
+      return { statusCode, error, message: statusCode === 500 ? 'Internal server error' : error };
+    }
     // A body made on purpose (terminus's health report) is answered as it is.
     if (typeof response === 'object' && response !== null && !('message' in response)) {
       return response as ErrorBody;

@@ -1,16 +1,26 @@
 import { Logger } from '@nestjs/common';
 import helmet from 'helmet';
-import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
+import {
+  createServer,
+  IncomingMessage,
+  Server,
+  ServerOptions as ServerOptionsOfNode,
+  ServerResponse,
+} from 'node:http';
 import { requestIdOf } from '../logging/logging.module';
 import { endWithError, toErrorBody } from './all-exceptions.filter';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-/** The timeouts Fastify gives its own server, given to this one alike. */
-interface ServerTimeouts {
+/** The options Fastify would build its own server from, applied to this one alike. */
+interface ServerOptions {
+  http?: ServerOptionsOfNode | null;
+  https?: unknown;
+  http2?: unknown;
   keepAliveTimeout?: number;
   requestTimeout?: number;
   connectionTimeout?: number;
+  maxRequestsPerSocket?: number;
 }
 
 const securityHeaders = helmet();
@@ -23,8 +33,12 @@ const logger = new Logger('HttpErrors');
  * helmet's security headers, with helmet's defaults (a same-origin content security policy,
  * under which Swagger UI and the queue dashboard still render).
  */
-export function serverWithBaseHeaders(handler: Handler, options: ServerTimeouts = {}): Server {
-  const server = createServer((req, res) => {
+export function serverWithBaseHeaders(handler: Handler, options: ServerOptions = {}): Server {
+  if (options.https || options.http2) {
+    // Provisor speaks plain HTTP/1.1; TLS ends in front of it (README, "Running in production").
+    throw new Error('Provisor serves plain HTTP: terminate TLS and HTTP/2 in front of it');
+  }
+  const server = createServer(options.http ?? {}, (req, res) => {
     res.setHeader('X-Request-Id', requestIdOf(req));
     securityHeaders(req, res, (error?: unknown) => {
       if (!error) return handler(req, res);
@@ -35,5 +49,6 @@ export function serverWithBaseHeaders(handler: Handler, options: ServerTimeouts 
   if (options.keepAliveTimeout !== undefined) server.keepAliveTimeout = options.keepAliveTimeout;
   if (options.requestTimeout !== undefined) server.requestTimeout = options.requestTimeout;
   if (options.connectionTimeout) server.setTimeout(options.connectionTimeout);
+  if (options.maxRequestsPerSocket) server.maxRequestsPerSocket = options.maxRequestsPerSocket;
   return server;
 }
