@@ -1,4 +1,7 @@
+import type { AddressInfo } from 'node:net';
 import { ApiClient } from './support/api';
+import { until } from './support/load';
+import { sendRaw } from './support/raw-http';
 import { startApp, TestApp } from './support/test-app';
 
 const METRICS_TOKEN = 'metrics-token-0123456789';
@@ -68,6 +71,25 @@ describe('GET /metrics', () => {
     ).toBe(1);
     expect(sample(after, 'provisor_queue_jobs', { state: 'completed' })).toBeGreaterThanOrEqual(2);
     expect(sample(after, 'provisor_outbox_pending')).toBe(0);
+  });
+
+  it('counts an event stream by its route once it closes', async () => {
+    await t.app.listen(0, '127.0.0.1');
+    const { port } = t.app.getHttpServer().address() as AddressInfo;
+    const streams = async () =>
+      sample(await scrape(), 'provisor_http_requests_total', {
+        route: '/api/events/stream',
+        status: '200',
+      });
+    const before = await streams();
+    // sendRaw reads a stream's head, then cuts the connection.
+    const res = await sendRaw(port, {
+      method: 'GET',
+      path: '/api/events/stream',
+      headers: [['Authorization', `Bearer ${t.adminToken}`]],
+    });
+    expect(res).toMatchObject({ status: 200, streamed: true });
+    await until('the closed stream counted', async () => (await streams()) === before + 1);
   });
 
   it('counts a failed job as failed', async () => {

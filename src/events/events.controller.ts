@@ -28,6 +28,7 @@ import {
   MAX_EVENT_ID,
   StreamEventsQuery,
 } from './dto/event.dto';
+import { HttpMetricsHook } from '../metrics/http-metrics.hook';
 import { openEventStream } from './event-stream';
 import { EventStreamHub } from './event-stream.service';
 import { EventsService } from './events.service';
@@ -41,6 +42,7 @@ export class EventsController {
   constructor(
     private readonly events: EventsService,
     private readonly hub: EventStreamHub,
+    private readonly httpMetrics: HttpMetricsHook,
   ) {}
 
   @Get()
@@ -92,6 +94,7 @@ export class EventsController {
     }
     // The stream writes to the socket itself, for as long as the client stays.
     reply.hijack();
+    this.httpMetrics.observeWhenClosed(req, reply);
     openEventStream(
       req.raw,
       reply.raw,

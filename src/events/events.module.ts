@@ -1,4 +1,5 @@
 import { Module } from '@nestjs/common';
+import { MetricsModule } from '../metrics/metrics.module';
 import { QueuesModule } from '../queues/queues.module';
 import { StateMachineModule } from '../state-machine/state-machine.module';
 import { EventStreamHub } from './event-stream.service';
@@ -6,7 +7,7 @@ import { EventsController } from './events.controller';
 import { EventsService } from './events.service';
 
 @Module({
-  imports: [StateMachineModule, QueuesModule],
+  imports: [StateMachineModule, QueuesModule, MetricsModule],
   controllers: [EventsController],
   providers: [EventsService, EventStreamHub],
 })

@@ -5,7 +5,9 @@ import { MetricsService } from './metrics.service';
 
 /**
  * Counts and times every answered request by its route pattern (`/api/instances/:id`), never by
- * its raw path: a Fastify `onResponse` hook, added before the server starts.
+ * its raw path: a Fastify `onResponse` hook, added before the server starts. A reply its route
+ * takes over (`reply.hijack()`, the event stream) runs no hooks: its route counts it with
+ * `observeWhenClosed`, once the stream ends.
  */
 @Injectable()
 export class HttpMetricsHook implements OnModuleInit {
@@ -20,6 +22,11 @@ export class HttpMetricsHook implements OnModuleInit {
       this.observe(request, reply);
       done();
     });
+  }
+
+  /** For a hijacked reply: counted, with the stream's whole life, when its connection closes. */
+  observeWhenClosed(request: FastifyRequest, reply: FastifyReply): void {
+    reply.raw.once('close', () => this.observe(request, reply));
   }
 
   private observe(request: FastifyRequest, reply: FastifyReply): void {

@@ -9,5 +9,6 @@ import { MetricsService } from './metrics.service';
   imports: [QueuesModule, StateMachineModule],
   controllers: [MetricsController],
   providers: [MetricsService, HttpMetricsHook],
+  exports: [HttpMetricsHook],
 })
 export class MetricsModule {}
