@@ -10,7 +10,7 @@ import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BODY_LIMIT_BYTES } from './common/body-limit';
 import { endWithError } from './common/all-exceptions.filter';
-import { serverWithBaseHeaders } from './common/base-headers';
+import { serverWithBaseHeaders } from './common/base-headers.server';
 import { inspectBody } from './common/inspect-body.hook';
 import { registerJsonBody } from './common/json-body.parser';
 import { AppConfig } from './config/app-config';

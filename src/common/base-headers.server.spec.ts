@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import { serverWithBaseHeaders } from './base-headers';
+import { serverWithBaseHeaders } from './base-headers.server';
 
 describe('serverWithBaseHeaders', () => {
   it('gives the server the timeouts and limits Fastify was given', () => {
