@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify';
-import { BodyError, hasBody, notJson } from './json-body.parser';
+import { BodyError } from './json-body.parser';
 
 /** Deeper than any body of the API needs; far below what recursive validation can take. */
 export const MAX_BODY_DEPTH = 32;
@@ -12,10 +12,10 @@ const PROTOTYPE_KEYS = new Set([...Object.getOwnPropertyNames(Object.prototype),
 
 /**
  * Refuses, as a `preValidation` hook (the body parsed, no guard or handler run yet), requests
- * no route can use: a body that is not JSON, a
- * body nested past `MAX_BODY_DEPTH`, text with a NUL character (PostgreSQL cannot store it,
- * so both databases refuse it alike), and prototype names such as `__proto__`, which validation
- * would not see as unknown fields.
+ * no route can use: a body nested past `MAX_BODY_DEPTH`, text with a NUL character (PostgreSQL
+ * cannot store it, so both databases refuse it alike), and prototype names such as `__proto__`,
+ * which validation would not see as unknown fields. A body that is not JSON never gets this
+ * far: the body parser refuses it (`registerJsonBody`).
  */
 export function inspectBody(
   request: FastifyRequest,
@@ -28,9 +28,6 @@ export function inspectBody(
 }
 
 function refusalOf(request: FastifyRequest): BodyError | null {
-  if (hasBody(request) && !isJson(request.headers['content-type'])) {
-    return notJson();
-  }
   if (/%00/i.test(request.url)) {
     return new BodyError(400, 'Text must not contain NUL (\\u0000) characters');
   }
@@ -42,10 +39,6 @@ function refusalOf(request: FastifyRequest): BodyError | null {
     return new BodyError(400, 'Text must not contain NUL (\\u0000) characters');
   }
   return problem ? new BodyError(400, `property ${problem.slice(4)} should not exist`) : null;
-}
-
-function isJson(contentType: string | undefined): boolean {
-  return contentType !== undefined && /^application\/json\s*(;|$)/i.test(contentType.trim());
 }
 
 /** Walks the parsed body without recursion, so no body can exhaust the stack here. */

@@ -47,7 +47,7 @@ export function registerJsonBody(fastify: FastifyInstance): void {
 }
 
 /** Whether the request says a body follows: a length above zero, or a chunked one. */
-export function hasBody(request: FastifyRequest): boolean {
+function hasBody(request: FastifyRequest): boolean {
   const length = request.headers['content-length'];
   return (
     (length !== undefined && length !== '0') || request.headers['transfer-encoding'] !== undefined

@@ -1,13 +1,35 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Queue } from 'bull';
 import type { UsersService } from '../auth/users.service';
+import { ErrorLog, toErrorBody } from '../common/all-exceptions.filter';
 
 /**
- * HTTP Basic in front of the queue dashboard: a staff user's username and API token. Anything
- * else is a `401` with a challenge, so a browser asks for the credentials. A `503` while Redis
- * is unreachable. True when it answered the request.
+ * An `onRequest` hook: staff only, on every route Fastify matched under `route` (the dashboard's
+ * page, its files and its JSON API), so no spelling of a path reaches one of them past it. The
+ * dashboard's routes are bull-board's, outside Nest's filters: a failure here (the database
+ * gone) is answered and logged as the API's own are.
  */
-export function staffBasicAuth(users: UsersService, queue: Queue) {
+export function staffOnlyUnder(route: string, users: UsersService, queue: Queue, logger: ErrorLog) {
+  const auth = staffBasicAuth(users, queue);
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const matched = request.routeOptions.url;
+    if (matched !== route && !matched?.startsWith(`${route}/`)) return;
+    try {
+      // A hook that answers returns the reply, so that Fastify goes no further.
+      if (await auth(request, reply)) return reply;
+    } catch (error) {
+      const body = toErrorBody(error, (request.raw as { log?: ErrorLog }).log ?? logger);
+      return reply.code(body.statusCode).type('application/json; charset=utf-8').send(body);
+    }
+  };
+}
+
+/**
+ * HTTP Basic: a staff user's username and API token. Anything else is a `401` with a challenge,
+ * so a browser asks for the credentials. A `503` while Redis is unreachable. True when it
+ * answered the request.
+ */
+function staffBasicAuth(users: UsersService, queue: Queue) {
   return async (request: FastifyRequest, reply: FastifyReply): Promise<boolean> => {
     const credentials = parseBasic(request.headers.authorization);
     const actor =

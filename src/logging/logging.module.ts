@@ -26,8 +26,6 @@ export function requestIdOf(req: IncomingMessage): string {
   return request[ID];
 }
 
-type LoggedRequest = IncomingMessage & { id?: string; log?: unknown };
-
 /** The process's pino logger: Nest's own log lines and every request line go through it. */
 export const ROOT_LOGGER = Symbol('ROOT_LOGGER');
 
@@ -36,9 +34,9 @@ export const LOG_DESTINATION = Symbol('LOG_DESTINATION');
 
 /**
  * Structured logs with pino: one JSON line per request (pretty with LOG_FORMAT=pretty) carrying a
- * request id, which is also answered as `X-Request-Id` (`serverWithBaseHeaders`) and carried into the jobs the request
- * scheduled (`@RequestId()`). Tokens never reach the log: the Authorization header is redacted
- * and `access_token` is cut from logged URLs.
+ * request id, which is also answered as `X-Request-Id` (`serverWithBaseHeaders`) and carried
+ * into the jobs the request scheduled (`@RequestId()`). Tokens never reach the log: the
+ * Authorization header is redacted and `access_token` is cut from logged URLs.
  *
  * Nest's `Logger` writes through nestjs-pino's adapter. Its `LoggerModule` is not used: that
  * binds each request's logger with an `AsyncLocalStorage`, and on Node 20 an entered
@@ -117,12 +115,12 @@ export class LoggingModule implements NestModule {
       autoLogging: { ignore: (req: IncomingMessage) => req.url === '/api/health' },
     });
     consumer
-      .apply((req: LoggedRequest, res: ServerResponse & { log?: unknown }, next: () => void) => {
-        // Fastify's middleware layer hands over Fastify's request id, and its logger (silent:
-        // Provisor gives Fastify none) as `log`; the request's logger is pino-http's instead.
+      .apply((req: IncomingMessage, res: ServerResponse, next: () => void) => {
+        // Fastify's middleware layer hands over its logger (silent: Provisor gives Fastify
+        // none) as `log`; the request's logger is pino-http's instead. Its id is Fastify's, the
+        // one `requestIdOf` made.
         (req as { log?: unknown }).log = undefined;
         (res as { log?: unknown }).log = undefined;
-        req.id ??= requestIdOf(req);
         logRequest(req, res, next);
       })
       .forRoutes('*path');
