@@ -183,6 +183,27 @@ describe('EntityStatements against TypeORM', () => {
     expect(await page({ ownerId: owner }, mine[3].id, 10)).toEqual([]);
   });
 
+  it('numbers the rows of one insert as the database did, in the order of the rows', async () => {
+    const events = new EntityStatements(dataSource, InstanceEvent);
+    const log = dataSource.getRepository(InstanceEvent);
+    const instanceId = randomUUID();
+    const rows = ['a', 'b', 'c', 'd'].map((state) =>
+      Object.assign(new InstanceEvent(), {
+        type: 'instance.updated',
+        instanceId,
+        ownerId: randomUUID(),
+        state,
+        errorMessage: '',
+        at: new Date('2026-05-06T07:08:09.123Z'),
+      }),
+    );
+    await events.insertNumbered(dataSource.manager, rows.slice(0, 1));
+    await events.insertNumbered(dataSource.manager, rows.slice(1));
+    const stored = await log.find({ where: { instanceId }, order: { id: 'ASC' } });
+    expect(stored.map((e) => e.state)).toEqual(['a', 'b', 'c', 'd']);
+    expect(rows.map((e) => e.id)).toEqual(stored.map((e) => e.id));
+  });
+
   it('keeps JSON columns, nulls and several rows in one insert', async () => {
     const rows = [1, 2].map((n) =>
       Object.assign(new Operation(), {

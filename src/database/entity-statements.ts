@@ -307,6 +307,27 @@ export class EntityStatements<T extends ObjectLiteral> {
   }
 
   /**
+   * `insert`, for a table whose key `id` the database numbers: sets each row's `id`. One
+   * statement takes ids in the order of its rows, so the ids it answers (in no set order), sorted,
+   * are the rows' in turn.
+   */
+  async insertNumbered(em: EntityManager, rows: (Partial<T> & { id?: number })[]): Promise<void> {
+    if (rows.length === 0) return;
+    const keys = this.setKeys(rows[0]);
+    const sql = this.sql(`insert-numbered:${keys.join(',')}:${rows.length}`, () => {
+      return `${this.insertInto(keys, rows.length)} RETURNING ${this.column('id')}`;
+    });
+    const { rows: returned } = await execute(
+      this.dataSource,
+      em,
+      sql,
+      rows.flatMap((row) => this.values(row, keys)),
+    );
+    const ids = returned.map((row) => Number(Object.values(row)[0])).sort((a, b) => a - b);
+    rows.forEach((row, i) => (row.id = ids[i]));
+  }
+
+  /**
    * Inserts the row unless one with the same `unique` columns (covered by a unique index) is
    * there already; answers whether it did.
    */

@@ -12,15 +12,24 @@ import { randomUUID } from 'node:crypto';
 import { TurnBatch } from '../common/turn-batch';
 import { AppConfig } from '../config/app-config';
 import { QueueName } from '../queues/queues';
-import { INSTANCE_EVENT } from '../state-machine/domain-events';
-
-type Wake = () => void;
+import { INSTANCE_EVENT, InstanceEventSignal } from '../state-machine/domain-events';
+import type { InstanceEvent } from '../state-machine/instance-event.entity';
+import { RecentEvents } from './recent-events';
 
 /**
- * Tells open event streams that new events may be stored. The events themselves are always read
- * from the event log, so a stream can miss no event and repeat none; this only says "look now".
- * A change in this process wakes streams at once; one in another process (APP_ROLE=worker)
- * arrives through Redis pub/sub; without Redis, streams still look every second.
+ * Says "look now" to a stream. `fromLog`: the new events may be another process's, so only a
+ * read of the event log finds them; otherwise they are this process's, and `recentAfter` holds
+ * them unless it answers null.
+ */
+type Wake = (fromLog: boolean) => void;
+
+/**
+ * Tells open event streams that new events may be stored. A stream sends events in the order of
+ * the event log, so it can miss no event and repeat none; this says when to look. A change in
+ * this process wakes streams at once, and they take the events from `recentAfter` where it can
+ * vouch for them. A change in another process (PostgreSQL, APP_ROLE=worker) arrives through
+ * Redis pub/sub, and the streams read the log; without Redis, streams still read it every
+ * second. SQLite serves a single process, so there nothing is published.
  */
 @Injectable()
 export class EventStreamHub implements BeforeApplicationShutdown, OnApplicationShutdown {
@@ -31,9 +40,12 @@ export class EventStreamHub implements BeforeApplicationShutdown, OnApplicationS
   private readonly channel: string;
   /** Says which process a wake-up on the channel came from. */
   private readonly origin = randomUUID();
+  /** Other processes may share the event log: PostgreSQL. */
+  private readonly shared: boolean;
+  private readonly recent = new RecentEvents();
   private readonly wakes = new TurnBatch<void>(() => {
-    this.wakeAll();
-    if (this.queue.client.status === 'ready') {
+    this.wakeAll(false);
+    if (this.shared && this.queue.client.status === 'ready') {
       this.queue.client.publish(this.channel, this.origin).catch(() => undefined);
     }
   });
@@ -43,6 +55,12 @@ export class EventStreamHub implements BeforeApplicationShutdown, OnApplicationS
     config: AppConfig,
   ) {
     this.channel = `${config.queuePrefix}:instance-events`;
+    this.shared = config.databaseKind === 'postgres';
+  }
+
+  /** This process's events after `after`, if it can vouch for every one (`RecentEvents`). */
+  recentAfter(after: number): { events: readonly InstanceEvent[]; upTo: number } | null {
+    return this.recent.after(after);
   }
 
   /**
@@ -72,7 +90,8 @@ export class EventStreamHub implements BeforeApplicationShutdown, OnApplicationS
    * other processes told, once per burst, on the next turn of the event loop.
    */
   @OnEvent(INSTANCE_EVENT)
-  onEvent(): void {
+  onEvent(event: InstanceEventSignal): void {
+    this.recent.add(event);
     this.wakes.add();
   }
 
@@ -81,17 +100,17 @@ export class EventStreamHub implements BeforeApplicationShutdown, OnApplicationS
     this.listeners.clear();
   }
 
-  private wakeAll(): void {
-    for (const wake of this.listeners) wake();
+  private wakeAll(fromLog: boolean): void {
+    for (const wake of this.listeners) wake(fromLog);
   }
 
   private ensureSubscribed(): void {
-    if (this.subscriber) return;
+    if (this.subscriber || !this.shared) return;
     const subscriber = this.queue.client.duplicate();
     this.subscriber = subscriber;
     // This process's own bursts have woken its streams already.
     subscriber.on('message', (_channel: string, origin: string) => {
-      if (origin !== this.origin) this.wakeAll();
+      if (origin !== this.origin) this.wakeAll(true);
     });
     subscriber.on('error', () => undefined);
     subscriber.subscribe(this.channel).catch((error: Error) => {

@@ -5,24 +5,31 @@ import type { Actor } from '../auth/actor';
 import type { InstanceEvent } from '../state-machine/instance-event.entity';
 import { openEventStream } from './event-stream';
 import type { EventStreamHub } from './event-stream.service';
-import type { EventsService } from './events.service';
+import { EventsService } from './events.service';
 
 const actor: Actor = { id: '00000000-0000-4000-8000-000000000001', isStaff: false } as Actor;
 
-function event(id: number): InstanceEvent {
+function event(id: number, ownerId = actor.id): InstanceEvent {
   return {
     id,
     type: 'instance.stop.succeeded',
     instanceId: '00000000-0000-4000-8000-0000000000aa',
-    ownerId: actor.id,
+    ownerId,
     state: 'offline',
     errorMessage: '',
     at: new Date('2026-11-25T00:00:00Z'),
   };
 }
 
-/** A stream on fake request, response, log and hub; `wake` is what a committed change calls. */
-function open(pages: InstanceEvent[][], socket = { highWaterMark: 16384, full: false }) {
+/**
+ * A stream on fake request, response, log and hub; `wake` is what a committed change calls
+ * (`fromLog`: another process's), and `recent` what the hub holds of this process's events.
+ */
+function open(
+  pages: InstanceEvent[][],
+  socket = { highWaterMark: 16384, full: false },
+  recent: InstanceEvent[] = [],
+) {
   const req = new EventEmitter() as unknown as IncomingMessage;
   const chunks: string[] = [];
   const res = Object.assign(new EventEmitter(), {
@@ -33,20 +40,29 @@ function open(pages: InstanceEvent[][], socket = { highWaterMark: 16384, full: f
     end: jest.fn(),
   }) as unknown as ServerResponse;
   const list = jest.fn(async () => pages.shift() ?? []);
-  let wake: () => void = () => undefined;
+  let wake: (fromLog: boolean) => void = () => undefined;
+  const recentAfter = jest.fn((after: number) => {
+    const first = recent[0]?.id;
+    if (first === undefined || after < first - 1) return null;
+    return { events: recent.filter((e) => e.id > after), upTo: recent[recent.length - 1].id };
+  });
   const hub = {
-    subscribe: (onWake: () => void) => {
+    subscribe: (onWake: (fromLog: boolean) => void) => {
       wake = onWake;
       return () => undefined;
     },
+    recentAfter,
   } as unknown as EventStreamHub;
-  openEventStream(req, res, { actor, after: 0 }, { list } as unknown as EventsService, hub, {
+  const service = { list, shows: EventsService.prototype.shows } as unknown as EventsService;
+  openEventStream(req, res, { actor, after: 0 }, service, hub, {
     warn: jest.fn(),
   } as unknown as Logger);
   return {
     list,
+    recentAfter,
     events: () => chunks.filter((c) => c.startsWith('id: ')),
-    wake: () => wake(),
+    sentIds: () => chunks.flatMap((c) => c.match(/^id: \d+$/gm) ?? []),
+    wake: (fromLog = false) => wake(fromLog),
     drain: () => res.emit('drain'),
     close: () => req.emit('close'),
   };
@@ -107,6 +123,53 @@ describe('openEventStream', () => {
     await settle();
     expect(stream.list).toHaveBeenCalledTimes(2);
     expect(stream.events()).toHaveLength(2);
+    stream.close();
+  });
+
+  it("takes this process's events from memory, those the caller may see, and looks on from the newest", async () => {
+    const other = '00000000-0000-4000-8000-000000000002';
+    const recent = [event(2), event(3, other), event(4)];
+    const stream = open([[event(1)], []], undefined, recent);
+    await settle();
+    expect(stream.list).toHaveBeenCalledTimes(1); // the first look reads the log
+    stream.wake();
+    await settle();
+    expect(stream.list).toHaveBeenCalledTimes(1);
+    expect(stream.recentAfter).toHaveBeenLastCalledWith(1);
+    expect(stream.sentIds()).toEqual(['id: 1', 'id: 2', 'id: 4']);
+    recent.push(event(5, other));
+    stream.wake();
+    await settle();
+    expect(stream.recentAfter).toHaveBeenLastCalledWith(4);
+    expect(stream.sentIds()).toEqual(['id: 1', 'id: 2', 'id: 4']);
+    stream.wake(true); // another process's events: the log, from the newest id looked through
+    await settle();
+    expect(stream.list).toHaveBeenCalledTimes(2);
+    expect(stream.list.mock.calls[1]).toEqual([expect.objectContaining({ after: 5 }), actor]);
+    stream.close();
+  });
+
+  it('reads the log when memory cannot vouch for every event after the last one sent', async () => {
+    const stream = open([[event(1)], [event(2), event(3)]], undefined, [event(3)]);
+    await settle();
+    stream.wake(); // memory holds 3 only: 2 may exist
+    await settle();
+    expect(stream.recentAfter).toHaveBeenLastCalledWith(1);
+    expect(stream.list).toHaveBeenCalledTimes(2);
+    expect(stream.list.mock.calls[1]).toEqual([expect.objectContaining({ after: 1 }), actor]);
+    expect(stream.sentIds()).toEqual(['id: 1', 'id: 2', 'id: 3']);
+    stream.close();
+  });
+
+  it('reads the log when another process wakes it during a read from memory', async () => {
+    const stream = open([[event(1)], [event(3)]], undefined, [event(2)]);
+    await settle();
+    stream.wake();
+    stream.wake(true); // arrives while the first wake's look is under way
+    await settle();
+    expect(stream.list).toHaveBeenCalledTimes(2);
+    expect(stream.list.mock.calls[1]).toEqual([expect.objectContaining({ after: 2 }), actor]);
+    expect(stream.sentIds()).toEqual(['id: 1', 'id: 2', 'id: 3']);
     stream.close();
   });
 });

@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Actor } from '../auth/actor';
+import type { InstanceEvent } from '../state-machine/instance-event.entity';
 import { EventDto } from './dto/event.dto';
 import type { EventStreamHub } from './event-stream.service';
 import type { EventsService } from './events.service';
@@ -54,8 +55,33 @@ export function openEventStream(
   });
   res.write('retry: 2000\n\n');
 
-  const pump = async (): Promise<void> => {
+  /** Whether the next look must read the event log (see `EventStreamHub`'s wake-ups). */
+  let logDue = true;
+  /**
+   * The next events to send, and the id the stream has then looked through: the last event's,
+   * or, from this process's recent events, the newest id they reach (those the caller may not
+   * see were looked at too).
+   */
+  const nextBatch = async (): Promise<{ batch: readonly InstanceEvent[]; upTo?: number }> => {
+    const recent = logDue ? null : hub.recentAfter(last);
+    if (recent) {
+      const shown = recent.events.filter((event) => events.shows(event, options, options.actor));
+      if (shown.length <= BATCH) return { batch: shown, upTo: recent.upTo };
+      again = true;
+      return { batch: shown.slice(0, BATCH) };
+    }
+    logDue = false;
+    const batch = await events.list(
+      { instanceId: options.instanceId, after: last, limit: BATCH },
+      options.actor,
+    );
+    if (batch.length === BATCH) again = true;
+    return { batch };
+  };
+
+  const pump = async (fromLog = true): Promise<void> => {
     if (closed) return;
+    if (fromLog) logDue = true;
     if (reading) {
       again = true;
       return;
@@ -64,10 +90,7 @@ export function openEventStream(
     try {
       do {
         again = false;
-        const batch = await events.list(
-          { instanceId: options.instanceId, after: last, limit: BATCH },
-          options.actor,
-        );
+        const { batch, upTo } = await nextBatch();
         // Events go out a buffer at a time, not one socket write each; a slow client is waited
         // for (drain) after each buffer, so a stream holds at most about one buffer unsent.
         let chunk = '';
@@ -81,7 +104,7 @@ export function openEventStream(
           last = event.id;
           if (!fits) await Promise.race([new Promise((r) => res.once('drain', r)), closedSignal]);
         }
-        if (batch.length === BATCH) again = true;
+        if (upTo !== undefined) last = Math.max(last, upTo);
       } while (again && !closed);
     } catch (error) {
       // On the request's own logger (pino-http's `req.log`): the line names the request.
@@ -93,7 +116,7 @@ export function openEventStream(
   };
 
   const unsubscribe = hub.subscribe(
-    () => void pump(),
+    (fromLog) => void pump(fromLog),
     () => res.end(),
   );
   const poll = setInterval(() => void pump(), POLL_MS);

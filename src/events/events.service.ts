@@ -41,7 +41,18 @@ export class EventsService {
   }
 
   /**
-   * Every event stream reads here after each burst of changes: a statement of one of four shapes
+   * Whether `list` would show `event` to `actor` under `filter`'s instance: `list`'s conditions,
+   * for events an event stream takes from memory (`EventStreamHub.recentAfter`).
+   */
+  shows(event: InstanceEvent, filter: Pick<EventFilter, 'instanceId'>, actor: Actor): boolean {
+    return (
+      (actor.isStaff || event.ownerId === actor.id) &&
+      (!filter.instanceId || event.instanceId === filter.instanceId)
+    );
+  }
+
+  /**
+   * Every event stream reads here when it must read the log: a statement of one of four shapes
    * (owner or not, instance or not), prepared once, with the cursor and the page size as
    * parameters. Ids start at 1, so no cursor is `after: 0`.
    */

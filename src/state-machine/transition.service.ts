@@ -703,7 +703,7 @@ export class TransitionService {
       await this.transitions.insert(em, transitions);
       await this.operations.insert(em, operations);
       for (const { where, set } of operationUpdates) await this.operations.update(em, where, set);
-      await this.events.insert(em, events);
+      await this.events.insertNumbered(em, events);
       if (counts.length === 0) return true;
       await em.query(
         `INSERT INTO instance_counts (owner_id, state, count) VALUES ${counts.map(() => '(?, ?, ?)').join(', ')} ${ADD_TO_COUNT}`,
