@@ -26,7 +26,7 @@ export class JobDispatcher implements OnModuleInit {
   /** Rows committed during this turn of the event loop, handed over on the next. */
   private readonly scheduled = new TurnBatch<OperationScheduledSignal>((scheduled) => {
     void this.dispatch(scheduled);
-  });
+  }, 'tick');
 
   constructor(
     @InjectQueue(QueueName.InstanceOperations) private readonly queue: Queue<InstanceJobData>,
