@@ -392,4 +392,57 @@ describe('TransactionRunner on SQLite with the commit fsync off the event loop',
     expect(committed()).toEqual(['lost']);
     await broken.beforeApplicationShutdown();
   });
+
+  it('answers a write that does not wait for durability at COMMIT, and tells of durability later, in commit order', async () => {
+    const told: string[] = [];
+    const options = (name: string, awaitDurable: boolean) => ({
+      awaitDurable,
+      onCommit: () => told.push(`committed ${name}`),
+      onDurable: () => told.push(`durable ${name}`),
+    });
+    const step = runner.run(insert('a'), options('a', false));
+    const answer = runner.run(insert('b'), options('b', true));
+    expect(await step).toBe('a');
+    // One group, committed; its fsync still waits.
+    expect(committed()).toEqual(['a', 'b']);
+    expect(syncs).toHaveLength(1);
+    expect(told).toEqual(['committed a', 'committed b']);
+    let answered = false;
+    void answer.then(() => (answered = true));
+    await turns();
+    expect(answered).toBe(false);
+    syncs[0]();
+    expect(await answer).toBe('b');
+    expect(told).toEqual(['committed a', 'committed b', 'durable a', 'durable b']);
+  });
+
+  it("commits a job's next step at once, beside the fsync of its last, and one later fsync covers both", async () => {
+    const durable: string[] = [];
+    // A job's step answered at COMMIT asks for its next write straight away.
+    const chain = runner
+      .run(insert('started'), { awaitDurable: false, onDurable: () => durable.push('started') })
+      .then(() => runner.run(insert('done'), { onDurable: () => durable.push('done') }));
+    await until(() => committed().includes('done'));
+    // The second commit did not wait for the first fsync, still held.
+    expect(syncs).toHaveLength(1);
+    syncs[0]();
+    await until(() => syncs.length === 2);
+    expect(durable).toEqual(['started']);
+    syncs[1]();
+    expect(await chain).toBe('done');
+    expect(durable).toEqual(['started', 'done']);
+  });
+
+  it('tells no one of durability when the fsync fails, once a caller answered at COMMIT has gone on', async () => {
+    const failing: SyncFile = (_fd, done) => done(Object.assign(new Error('EIO'), { code: 'EIO' }));
+    const broken = new TransactionRunner(database.dataSource, failing);
+    const durable: string[] = [];
+    const onDurable = () => durable.push('x');
+    expect(await broken.run(insert('step'), { awaitDurable: false, onDurable })).toBe('step');
+    await expect(broken.run(insert('answer'), { onDurable })).rejects.toThrow(
+      /could not be made durable/,
+    );
+    expect(durable).toEqual([]);
+    await broken.beforeApplicationShutdown();
+  });
 });

@@ -31,7 +31,30 @@ export enum Lease {
 const MAX_GROUP = 64;
 const GROUP_MS = 5;
 
-interface Pending<T = unknown> {
+/** How the caller of a write hears of it. */
+export interface WriteOptions {
+  /**
+   * Whether the caller is answered only once the commit is durable (the default). With false, on
+   * SQLite, it is answered once COMMIT has run, while the commit's fsync is still under way: for
+   * a step that nobody outside is told of, whose loss in a crash is undone by doing it again (a
+   * job's start, the simulated cloud's own writes). A later durable commit covers it: SQLite's
+   * log is written in commit order.
+   */
+  awaitDurable?: boolean;
+  /**
+   * Called once COMMIT has run, before the fsync that makes it durable, in commit order: for
+   * work that may start before then because a crash that loses the commit also makes it moot
+   * (handing a new operation's job to the queue: a job whose operation is not stored is skipped).
+   */
+  onCommit?: () => void;
+  /**
+   * Called once the commit is durable, before a caller that waits for that is answered: in
+   * commit order, each transaction's after the one committed before it.
+   */
+  onDurable?: () => void;
+}
+
+interface Pending<T = unknown> extends WriteOptions {
   work: (manager: EntityManager) => Promise<T>;
   resolve: (value: T) => void;
   reject: (error: unknown) => void;
@@ -48,8 +71,9 @@ interface Pending<T = unknown> {
  * that transaction has committed. A transaction that throws is rolled back to its savepoint alone
  * and its caller gets the error; the others go on. The commit's fsync of the write-ahead log is
  * most of a small transaction's cost, so under load one fsync serves many transitions, and every
- * caller still hears of its transaction only once it is durable. That fsync runs off the event
- * loop (`synchronous = NORMAL` and `WalSync`), and the next group commits after it.
+ * caller still hears of its transaction only once it is durable, unless it asked to hear at
+ * COMMIT (`WriteOptions`). That fsync runs off the event loop (`synchronous = NORMAL` and
+ * `WalSync`); the next group commits after it, or beside it if its writes were already queued.
  */
 @Injectable()
 export class TransactionRunner implements BeforeApplicationShutdown, OnApplicationShutdown {
@@ -77,10 +101,17 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
     return this.dataSource.options.type === 'better-sqlite3';
   }
 
-  run<T>(work: (manager: EntityManager) => Promise<T>): Promise<T> {
-    if (!this.isSqlite) return this.dataSource.transaction(work);
+  run<T>(work: (manager: EntityManager) => Promise<T>, options: WriteOptions = {}): Promise<T> {
+    if (!this.isSqlite) {
+      // PostgreSQL's COMMIT returns once the commit is durable.
+      return this.dataSource.transaction(work).then((value) => {
+        options.onCommit?.();
+        options.onDurable?.();
+        return value;
+      });
+    }
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ work, resolve, reject } as Pending);
+      this.queue.push({ ...options, work, resolve, reject } as Pending);
       if (!this.draining) void this.drain();
     });
   }
@@ -91,8 +122,11 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
    * statement on a pooled connection; on SQLite as a write transaction like `run`, since its one
    * connection and group commit serve every write.
    */
-  runUnlocked<T>(work: (manager: EntityManager) => Promise<T>): Promise<T> {
-    return this.isSqlite ? this.run(work) : work(this.dataSource.manager);
+  runUnlocked<T>(
+    work: (manager: EntityManager) => Promise<T>,
+    options: Pick<WriteOptions, 'awaitDurable'> = {},
+  ): Promise<T> {
+    return this.isSqlite ? this.run(work, options) : work(this.dataSource.manager);
   }
 
   /**
@@ -157,11 +191,14 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
           this.lastYield = performance.now();
         }
         await this.holdingConnection(() => this.runGroup());
-        // The next group commits once this one's fsync is done, not beside it: a commit writes
-        // every page it changed to the log, so commits as frequent as transitions would write
-        // the same index pages over and over. Meanwhile the event loop serves requests, and the
-        // writes they ask for queue up into that next group.
-        await this.durable().catch(() => undefined);
+        // Writes already queued once this group is done (with the continuations it set off,
+        // such as a job's next step answered at COMMIT) commit at once, beside its fsync: a
+        // later fsync covers both. Otherwise the next group waits for this one's fsync: the
+        // event loop serves requests meanwhile, and the writes they ask for queue up into one
+        // commit, where commits as frequent as requests would each write the same index pages
+        // to the log again.
+        await new Promise<void>((resolve) => process.nextTick(resolve));
+        if (this.queue.length === 0) await this.durable().catch(() => undefined);
       }
     } finally {
       this.draining = false;
@@ -253,10 +290,33 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
       this.recover(runner);
       return;
     }
-    // The group's callers hear once its commit is synced.
+    // Callers that wait for durability hear once the group's commit is synced; the others now.
+    for (const { pending, value } of done) {
+      try {
+        pending.onCommit?.();
+      } catch (error) {
+        pending.reject(error);
+        continue;
+      }
+      if (pending.awaitDurable === false) pending.resolve(value);
+    }
     this.durable().then(
-      () => done.forEach(({ pending, value }) => pending.resolve(value)),
-      (error: unknown) => done.forEach(({ pending }) => pending.reject(error)),
+      () => {
+        for (const { pending, value } of done) {
+          const waits = pending.awaitDurable !== false;
+          try {
+            pending.onDurable?.();
+          } catch (error) {
+            if (waits) pending.reject(error);
+            continue;
+          }
+          if (waits) pending.resolve(value);
+        }
+      },
+      (error: unknown) => {
+        // A caller answered at COMMIT has gone on; the failed fsync stops every later write.
+        for (const { pending } of done) if (pending.awaitDurable !== false) pending.reject(error);
+      },
     );
   }
 
