@@ -66,7 +66,10 @@ describe('who may call what: the ownership matrix', () => {
     const res = await admin.get(`/api/instances/${id}`);
     if (res.status === 404) return { gone: true };
     expect(res.status).toBe(200);
-    const history = await admin.get(`/api/instances/${id}/transitions`).expect(200);
+    const history = await admin.get(`/api/instances/${id}/transitions`);
+    // A deletion's job may finish between the two reads.
+    if (history.status === 404) return { gone: true };
+    expect(history.status).toBe(200);
     return { instance: res.body, transitions: history.body.items, events: await admin.events(id) };
   }
 
@@ -78,7 +81,10 @@ describe('who may call what: the ownership matrix', () => {
   function scheduledBy(state: string) {
     return async (res: Answer, sent: Sent) => {
       expect(res.json).toMatchObject({ id: sent.instance, state });
-      expect((await seen(sent.instance!)).instance).toMatchObject({ owner_id: ids.owner });
+      const now = await seen(sent.instance!);
+      // The simulated cloud takes 10 ms here: a deletion may be over, its record gone.
+      if (state === 'deletion_scheduled' && now.gone) return;
+      expect(now.instance).toMatchObject({ owner_id: ids.owner });
     };
   }
 

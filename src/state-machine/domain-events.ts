@@ -3,9 +3,11 @@ import type { Instance } from './instance.entity';
 import type { Operation } from './operation.entity';
 
 /**
- * In-process signals, emitted after the transaction that wrote them has committed. Listeners
- * must treat them as hints: the stored rows are the truth (the outbox relay covers a lost
- * `OPERATION_SCHEDULED`, the event log a lost `INSTANCE_EVENT`).
+ * In-process signals of what a transaction wrote: `INSTANCE_EVENT` once its commit is durable,
+ * in commit order; `OPERATION_SCHEDULED` once it has committed, which may be before (SQLite's
+ * fsync runs after COMMIT): a crash that loses the operation's row leaves its job nothing to
+ * run. Listeners must treat them as hints: the stored rows are the truth (the outbox relay
+ * covers a lost `OPERATION_SCHEDULED`, the event log a lost `INSTANCE_EVENT`).
  */
 export const INSTANCE_EVENT = 'instance.event';
 export const OPERATION_SCHEDULED = 'operation.scheduled';

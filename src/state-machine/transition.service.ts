@@ -294,43 +294,51 @@ export class TransitionService {
    * `scheduled` is what the job carries: the operation and its instance as scheduling left them.
    * An unlocked write starts from it rather than reading both, and its change holds only if the
    * instance row is still that version; a re-run, or any change since, makes it read.
+   *
+   * The job goes on to the backend once the change is committed, without waiting for it to be
+   * durable (SQLite; `write`): its `started` event is shown only once it is, and a crash that
+   * loses it leaves the operation scheduled, so the job runs again, and the backend call is
+   * idempotent per operation.
    */
   async begin(
     operationId: string,
     scheduled?: OperationScheduledSignal,
   ): Promise<{ operation: Operation; instance: Instance } | null> {
-    return this.write(async (em, changes) => {
-      const carried =
-        scheduled && changes.unlocked && changes.attempt === 0
-          ? asScheduled(operationId, scheduled, this.columns)
-          : null;
-      const found = carried ?? (await this.readOperation(em, operationId));
-      if (!found || isFinished(found.operation.status)) return null;
-      const { operation, instance } = found;
-      const spec = INSTANCE_MACHINE[operation.action];
-      const owned =
-        instance?.operationId === operation.id &&
-        (instance.state === spec.scheduled || instance.state === spec.inProgress);
-      if (!instance || !owned) {
-        this.closeOperation(changes, operation, OperationStatus.Abandoned, '');
-        return null;
-      }
-      if (instance.state === spec.scheduled) {
-        const now = new Date();
-        this.setState(changes, instance, [spec.scheduled], {
-          state: spec.inProgress,
-          updatedAt: now,
-        });
-        changes.operationUpdates.push({
-          where: { id: operation.id },
-          set: { status: OperationStatus.Running, updatedAt: now },
-        });
-        Object.assign(instance, { state: spec.inProgress, updatedAt: now });
-        this.record(changes, instance, spec.scheduled, operation.action, 'started', now);
-        operation.status = OperationStatus.Running;
-      }
-      return { operation, instance };
-    });
+    return this.write(
+      async (em, changes) => {
+        const carried =
+          scheduled && changes.unlocked && changes.attempt === 0
+            ? asScheduled(operationId, scheduled, this.columns)
+            : null;
+        const found = carried ?? (await this.readOperation(em, operationId));
+        if (!found || isFinished(found.operation.status)) return null;
+        const { operation, instance } = found;
+        const spec = INSTANCE_MACHINE[operation.action];
+        const owned =
+          instance?.operationId === operation.id &&
+          (instance.state === spec.scheduled || instance.state === spec.inProgress);
+        if (!instance || !owned) {
+          this.closeOperation(changes, operation, OperationStatus.Abandoned, '');
+          return null;
+        }
+        if (instance.state === spec.scheduled) {
+          const now = new Date();
+          this.setState(changes, instance, [spec.scheduled], {
+            state: spec.inProgress,
+            updatedAt: now,
+          });
+          changes.operationUpdates.push({
+            where: { id: operation.id },
+            set: { status: OperationStatus.Running, updatedAt: now },
+          });
+          Object.assign(instance, { state: spec.inProgress, updatedAt: now });
+          this.record(changes, instance, spec.scheduled, operation.action, 'started', now);
+          operation.status = OperationStatus.Running;
+        }
+        return { operation, instance };
+      },
+      { awaitDurable: false },
+    );
   }
 
   /**
@@ -938,8 +946,15 @@ export class TransitionService {
    * runs again on fresh reads. After a few such misses, or when `work` changes more than one
    * instance row, it runs in a transaction that reads its rows locked (`FOR UPDATE`), as it
    * always does on SQLite (whose single writer is the lock).
+   *
+   * New operations go to the queue once committed, and events are announced once durable, each
+   * in commit order (`WriteOptions`). `awaitDurable: false` answers the caller sooner on SQLite,
+   * once COMMIT has run: for a job's own step, never for what answers a request.
    */
-  private async write<T>(work: (em: EntityManager, changes: Changes) => Promise<T>): Promise<T> {
+  private async write<T>(
+    work: (em: EntityManager, changes: Changes) => Promise<T>,
+    { awaitDurable = true } = {},
+  ): Promise<T> {
     if (!this.tx.isSqlite) {
       for (let attempt = 0; attempt < UNLOCKED_ATTEMPTS; attempt++) {
         const changes = new Changes(true, attempt);
@@ -947,24 +962,35 @@ export class TransitionService {
         // Two conditional changes in one statement could half-apply: those take locks.
         if (changes.conditional > 1) break;
         if (await this.group.store(changes)) {
+          this.dispatch(changes);
           this.announce(changes);
           return value;
         }
       }
     }
     const changes = new Changes();
-    const result = await this.tx.run(async (em) => {
-      const value = await work(em, changes);
-      await this.storeChanges(em, changes);
-      return value;
-    });
-    this.announce(changes);
-    return result;
+    return this.tx.run(
+      async (em) => {
+        const value = await work(em, changes);
+        await this.storeChanges(em, changes);
+        return value;
+      },
+      {
+        awaitDurable,
+        onCommit: () => this.dispatch(changes),
+        onDurable: () => this.announce(changes),
+      },
+    );
   }
 
+  /** Hands new operations to the queue: once committed, durable or not (`WriteOptions`). */
+  private dispatch(changes: Changes): void {
+    for (const scheduled of changes.operations) this.emitter.emit(OPERATION_SCHEDULED, scheduled);
+  }
+
+  /** Shows what was written: only once it is durable. */
   private announce(changes: Changes): void {
     for (const event of changes.events) this.emitter.emit(INSTANCE_EVENT, event);
-    for (const scheduled of changes.operations) this.emitter.emit(OPERATION_SCHEDULED, scheduled);
   }
 }
 

@@ -17,6 +17,14 @@ import { SimFaultsService } from './sim-faults.service';
 import { SimOperation } from './sim-fault.entity';
 import { SimVm } from './sim-vm.entity';
 
+/**
+ * The simulated cloud's writes answer once committed, not once durable (`WriteOptions`). Its VMs
+ * live in Provisor's own database, whose log is written in commit order: the commit that records
+ * an operation's outcome, which Provisor waits on before anyone is told, makes the cloud's change
+ * durable too. A crash before it loses both, and the operation runs again.
+ */
+const CLOUD_WRITE = { awaitDurable: false } as const;
+
 /** The most VMs a process keeps as it last knew them (some hundred bytes each). */
 const KNOWN_VMS = 10_000;
 
@@ -74,7 +82,7 @@ export class SimulatedBackend implements CloudBackend {
       return this.statements.insertUnless(em, first, ['instanceId'], (parameters) =>
         this.faults.armedInto('provision', parameters),
       );
-    });
+    }, CLOUD_WRITE);
     if (inserted) return { backendId: this.remember(first).backendId };
     // One VM per instance: a re-run of provisioning finds the VM it made.
     const existing = await this.lookUp(ctx, 'provision', { instanceId: ctx.instanceId });
@@ -88,7 +96,7 @@ export class SimulatedBackend implements CloudBackend {
       // A run of the same operation beside this one made it first.
       const other = await this.statements.findOne(em, { instanceId: ctx.instanceId });
       return { backendId: other!.backendId };
-    });
+    }, CLOUD_WRITE);
   }
 
   start(ctx: OperationContext, backendId: string): Promise<void> {
@@ -295,7 +303,7 @@ export class SimulatedBackend implements CloudBackend {
       const applied = await this.tx.runUnlocked((em) => {
         this.stillWanted(ctx, operation);
         return apply(em);
-      });
+      }, CLOUD_WRITE);
       if (applied) return;
       if (attempt === 3) {
         throw new BackendError(`simulated backend error: ${operation} met a busy VM`, true);
@@ -367,7 +375,7 @@ export class SimulatedBackend implements CloudBackend {
         set,
         (parameters) => this.faults.armedInto(operation, parameters),
       );
-    });
+    }, CLOUD_WRITE);
     if (!outcome.changed) return outcome;
     this.remember({ ...vm, ...set });
     return APPLIED;
