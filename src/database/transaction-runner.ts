@@ -160,8 +160,8 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
    * COMMIT returns only then, and on SQLite unless a commit's fsync is still running (see
    * `WalSync`). Work answers its callers only after this, and so does `read`.
    */
-  durable(): Promise<void> {
-    return this.walSync ? this.walSync.durable() : Promise.resolve();
+  durable(options?: { soon?: boolean }): Promise<void> {
+    return this.walSync ? this.walSync.durable(options) : Promise.resolve();
   }
 
   /**
@@ -300,7 +300,10 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
       }
       if (pending.awaitDurable === false) pending.resolve(value);
     }
-    this.durable().then(
+    // A group whose callers have all gone on lets the next turn start its fsync: their next
+    // writes, committed by then, share it.
+    const soon = done.every(({ pending }) => pending.awaitDurable === false);
+    this.durable({ soon }).then(
       () => {
         for (const { pending, value } of done) {
           const waits = pending.awaitDurable !== false;

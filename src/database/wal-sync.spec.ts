@@ -66,6 +66,30 @@ describe('WalSync', () => {
     expect(await settled(walSync.durable())).toBe('resolved');
   });
 
+  it('lets a wait that can wait start its sync on the next turn, shared with the commits made by then', async () => {
+    const { sync, calls } = heldSync();
+    const walSync = new WalSync(wal, sync);
+    commit(walSync);
+    const step = walSync.durable({ soon: true });
+    expect(calls).toHaveLength(0);
+    // The job's next commit, before the event loop turns: one sync for both.
+    commit(walSync);
+    const outcome = walSync.durable();
+    expect(calls).toHaveLength(1);
+    calls[0]();
+    expect(await settled(step)).toBe('resolved');
+    expect(await settled(outcome)).toBe('resolved');
+    expect(calls).toHaveLength(1);
+    // With no other wait, the next turn starts the sync all the same.
+    commit(walSync);
+    const alone = walSync.durable({ soon: true });
+    expect(calls).toHaveLength(1);
+    await new Promise((r) => setImmediate(r));
+    expect(calls).toHaveLength(2);
+    calls[1]();
+    expect(await settled(alone)).toBe('resolved');
+  });
+
   it('makes a read during a COMMIT wait for that commit, and syncs only once it has run', async () => {
     const { sync, calls } = heldSync();
     const walSync = new WalSync(wal, sync);

@@ -31,7 +31,14 @@ export class WalSync {
    * SQLite recovers from its log when the process starts again.
    */
   private failed: Error | null = null;
-  private waiters: { upTo: number; resolve: () => void; reject: (error: Error) => void }[] = [];
+  private waiters: {
+    upTo: number;
+    /** False for a waiter that lets the next turn of the event loop start its sync. */
+    eager: boolean;
+    resolve: () => void;
+    reject: (error: Error) => void;
+  }[] = [];
+  private promoting = false;
 
   /** `walPath`: the database file's `-wal` companion. */
   constructor(
@@ -62,13 +69,31 @@ export class WalSync {
     };
   }
 
-  /** Settles once every commit made so far (or running) is on disk; at once if it already is. */
-  durable(): Promise<void> {
+  /**
+   * Settles once every commit made so far (or running) is on disk; at once if it already is.
+   *
+   * `soon`: the wait need not start a sync before the next turn of the event loop. Commits
+   * made meanwhile (the next steps of a job whose step did not wait) share that sync, or one a
+   * waiter that cannot wait starts first, instead of each queueing behind a sync of its own.
+   */
+  durable({ soon = false } = {}): Promise<void> {
     const upTo = this.committed + this.committing;
     if (this.synced >= upTo) return Promise.resolve();
     if (this.failed) return Promise.reject(this.failed);
     return new Promise<void>((resolve, reject) => {
-      this.waiters.push({ upTo, resolve, reject });
+      this.waiters.push({ upTo, eager: !soon, resolve, reject });
+      if (soon) this.promoteSoon();
+      else this.next();
+    });
+  }
+
+  /** On the next turn of the event loop, every waiter starts a sync if it needs one. */
+  private promoteSoon(): void {
+    if (this.promoting) return;
+    this.promoting = true;
+    setImmediate(() => {
+      this.promoting = false;
+      for (const waiter of this.waiters) waiter.eager = true;
       this.next();
     });
   }
@@ -86,7 +111,7 @@ export class WalSync {
   private next(): void {
     // A waiter for a COMMIT still running is served by the sync its end starts.
     if (this.running || this.failed || this.synced >= this.committed) return;
-    if (!this.waiters.some((waiter) => waiter.upTo > this.synced)) return;
+    if (!this.waiters.some((waiter) => waiter.eager && waiter.upTo > this.synced)) return;
     let fd: number;
     try {
       // The log is the same file for the connection's whole life (SQLite deletes it only when
