@@ -118,6 +118,33 @@ onSqlite('answers only what is on disk (SQLite)', () => {
     expect(events.body.items.at(-1)).toMatchObject({ state: 'stopping_scheduled' });
   });
 
+  it("calls the backend for a job only once its operation's commit is synced", async () => {
+    // The job is handed to the queue at COMMIT, while the create's fsync is held.
+    holdWhen = () => committedNames().includes('held-3');
+    const vmsOf = (name: string) =>
+      (
+        observer
+          .prepare(
+            'SELECT count(*) AS n FROM sim_vms v JOIN instances i ON i.id = v.instance_id WHERE i.name = ?',
+          )
+          .get(name) as { n: number }
+      ).n;
+    // A supertest request goes out once something waits on it.
+    const create = Promise.resolve(
+      alice.post('/api/instances', { name: 'held-3', flavor: 'small' }),
+    );
+    await waitFor(() => parked.length > 0);
+    // Time for the job to start and its simulated 10 ms call to end, were it not held.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(vmsOf('held-3')).toBe(0);
+
+    release();
+    const created = await create;
+    expect(created.status).toBe(202);
+    await alice.waitForState(created.body.id, 'online');
+    expect(vmsOf('held-3')).toBe(1);
+  });
+
   it('shows no change of a write transaction still open, nor of one rolled back', async () => {
     const created = await alice.create({ name: 'steady' });
     await alice.waitForState(created.id, 'online');

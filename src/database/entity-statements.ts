@@ -81,7 +81,7 @@ export async function execute(
       const statement = sqliteStatement(connection, sql);
       if (statement.reader) {
         // A statement that answers rows; on SQLite that includes `… RETURNING`, whose rows then
-        // say what it changed (no hot-path statement uses it).
+        // say what it changed (`insertNumbered`'s ids).
         return { rows: statement.all(...values) as Record<string, unknown>[], affected: 0 };
       }
       return { rows: [], affected: statement.run(...values).changes };

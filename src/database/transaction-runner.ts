@@ -2,6 +2,7 @@ import {
   BeforeApplicationShutdown,
   Inject,
   Injectable,
+  Logger,
   OnApplicationShutdown,
   Optional,
 } from '@nestjs/common';
@@ -77,6 +78,7 @@ interface Pending<T = unknown> extends WriteOptions {
  */
 @Injectable()
 export class TransactionRunner implements BeforeApplicationShutdown, OnApplicationShutdown {
+  private readonly logger = new Logger(TransactionRunner.name);
   private readonly queue: Pending[] = [];
   private draining = false;
   private lastYield = 0;
@@ -105,8 +107,8 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
     if (!this.isSqlite) {
       // PostgreSQL's COMMIT returns once the commit is durable.
       return this.dataSource.transaction(work).then((value) => {
-        options.onCommit?.();
-        options.onDurable?.();
+        this.notify(options.onCommit);
+        this.notify(options.onDurable);
         return value;
       });
     }
@@ -292,12 +294,7 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
     }
     // Callers that wait for durability hear once the group's commit is synced; the others now.
     for (const { pending, value } of done) {
-      try {
-        pending.onCommit?.();
-      } catch (error) {
-        pending.reject(error);
-        continue;
-      }
+      this.notify(pending.onCommit);
       if (pending.awaitDurable === false) pending.resolve(value);
     }
     // A group whose callers have all gone on lets the next turn start its fsync: their next
@@ -306,14 +303,8 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
     this.durable({ soon }).then(
       () => {
         for (const { pending, value } of done) {
-          const waits = pending.awaitDurable !== false;
-          try {
-            pending.onDurable?.();
-          } catch (error) {
-            if (waits) pending.reject(error);
-            continue;
-          }
-          if (waits) pending.resolve(value);
+          this.notify(pending.onDurable);
+          if (pending.awaitDurable !== false) pending.resolve(value);
         }
       },
       (error: unknown) => {
@@ -338,6 +329,20 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
     // A first write during shutdown gets none: nothing would be left to close it.
     if (!this.shuttingDown) this.checkpointer = WalCheckpointer.start(connection, main.file);
     return new WalSync(`${main.file}-wal`, this.syncFile);
+  }
+
+  /**
+   * Runs a transaction's `onCommit` or `onDurable`. What it was told of holds whatever the
+   * callback does, so a callback that throws (a bug) is logged and changes no answer.
+   */
+  private notify(callback: (() => void) | undefined): void {
+    try {
+      callback?.();
+    } catch (error) {
+      this.logger.error(
+        `A write's notification failed: ${(error as Error).stack ?? String(error)}`,
+      );
+    }
   }
 
   /** Why writes are refused: a commit's fsync failed (SQLite), or null. */

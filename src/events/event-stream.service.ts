@@ -58,6 +58,14 @@ export class EventStreamHub implements BeforeApplicationShutdown, OnApplicationS
     this.shared = config.databaseKind === 'postgres';
   }
 
+  /**
+   * The highest event id this process has announced: a read of the log that starts after this
+   * call sees every event up to it (ids become visible in order), so it may look on from there.
+   */
+  newestAnnounced(): number {
+    return this.recent.newestId;
+  }
+
   /** This process's events after `after`, if it can vouch for every one (`RecentEvents`). */
   recentAfter(after: number): { events: readonly InstanceEvent[]; upTo: number } | null {
     return this.recent.after(after);

@@ -52,6 +52,7 @@ function open(
       return () => undefined;
     },
     recentAfter,
+    newestAnnounced: () => recent[recent.length - 1]?.id ?? 0,
   } as unknown as EventStreamHub;
   const service = { list, shows: EventsService.prototype.shows } as unknown as EventsService;
   openEventStream(req, res, { actor, after: 0 }, service, hub, {
@@ -128,10 +129,11 @@ describe('openEventStream', () => {
 
   it("takes this process's events from memory, those the caller may see, and looks on from the newest", async () => {
     const other = '00000000-0000-4000-8000-000000000002';
-    const recent = [event(2), event(3, other), event(4)];
+    const recent: InstanceEvent[] = [];
     const stream = open([[event(1)], []], undefined, recent);
     await settle();
     expect(stream.list).toHaveBeenCalledTimes(1); // the first look reads the log
+    recent.push(event(2), event(3, other), event(4)); // announced since
     stream.wake();
     await settle();
     expect(stream.list).toHaveBeenCalledTimes(1);
@@ -150,9 +152,11 @@ describe('openEventStream', () => {
   });
 
   it('reads the log when memory cannot vouch for every event after the last one sent', async () => {
-    const stream = open([[event(1)], [event(2), event(3)]], undefined, [event(3)]);
+    const recent: InstanceEvent[] = [];
+    const stream = open([[event(1)], [event(2), event(3)]], undefined, recent);
     await settle();
-    stream.wake(); // memory holds 3 only: 2 may exist
+    recent.push(event(3));
+    stream.wake(); // memory holds 3 only: 2 may exist (another process's)
     await settle();
     expect(stream.recentAfter).toHaveBeenLastCalledWith(1);
     expect(stream.list).toHaveBeenCalledTimes(2);
@@ -162,14 +166,33 @@ describe('openEventStream', () => {
   });
 
   it('reads the log when another process wakes it during a read from memory', async () => {
-    const stream = open([[event(1)], [event(3)]], undefined, [event(2)]);
+    const recent: InstanceEvent[] = [];
+    const stream = open([[event(1)], [event(3)]], undefined, recent);
     await settle();
+    recent.push(event(2));
     stream.wake();
     stream.wake(true); // arrives while the first wake's look is under way
     await settle();
     expect(stream.list).toHaveBeenCalledTimes(2);
     expect(stream.list.mock.calls[1]).toEqual([expect.objectContaining({ after: 2 }), actor]);
     expect(stream.sentIds()).toEqual(['id: 1', 'id: 2', 'id: 3']);
+    stream.close();
+  });
+
+  it("looks on from this process's newest event after a read of the log that shows none of them", async () => {
+    const other = '00000000-0000-4000-8000-000000000002';
+    // The caller's last event is old; the newest this process announced are another owner's.
+    const recent = [event(40, other), event(41, other)];
+    const stream = open([[event(7)]], undefined, recent);
+    await settle();
+    expect(stream.sentIds()).toEqual(['id: 7']);
+    recent.push(event(42));
+    stream.wake();
+    await settle();
+    // From memory: the read above saw everything up to 41.
+    expect(stream.recentAfter).toHaveBeenLastCalledWith(41);
+    expect(stream.list).toHaveBeenCalledTimes(1);
+    expect(stream.sentIds()).toEqual(['id: 7', 'id: 42']);
     stream.close();
   });
 });

@@ -22,9 +22,11 @@ export interface StreamOptions {
 }
 
 /**
- * One client's Server-Sent Events stream. It reads the event log after the last id it sent, so
- * resuming from `Last-Event-ID` has no gap and no duplicate. It holds no queue of its own: while
- * the client is slow to read, it waits for the socket to drain before reading more.
+ * One client's Server-Sent Events stream. It sends the events after the last id it looked
+ * through, from the event log, or from this process's recent events where those can vouch for
+ * every id (`EventStreamHub.recentAfter`), so resuming from `Last-Event-ID` has no gap and no
+ * duplicate. It holds no queue of its own: while the client is slow to read, it waits for the
+ * socket to drain before reading more.
  */
 export function openEventStream(
   req: IncomingMessage & { log?: { child(bindings: object): Pick<Logger, 'warn'> } },
@@ -58,9 +60,8 @@ export function openEventStream(
   /** Whether the next look must read the event log (see `EventStreamHub`'s wake-ups). */
   let logDue = true;
   /**
-   * The next events to send, and the id the stream has then looked through: the last event's,
-   * or, from this process's recent events, the newest id they reach (those the caller may not
-   * see were looked at too).
+   * The next events to send, and the id the stream has then looked through if that is past the
+   * last event's (events the caller may not see were looked at too).
    */
   const nextBatch = async (): Promise<{ batch: readonly InstanceEvent[]; upTo?: number }> => {
     const recent = logDue ? null : hub.recentAfter(last);
@@ -71,12 +72,18 @@ export function openEventStream(
       return { batch: shown.slice(0, BATCH) };
     }
     logDue = false;
+    // Events up to this id are all in what the read sees: the stream looks on from there even
+    // if none of them is the caller's, so that its next look can be from memory.
+    const announced = hub.newestAnnounced();
     const batch = await events.list(
       { instanceId: options.instanceId, after: last, limit: BATCH },
       options.actor,
     );
-    if (batch.length === BATCH) again = true;
-    return { batch };
+    if (batch.length === BATCH) {
+      again = true;
+      return { batch };
+    }
+    return { batch, upTo: announced };
   };
 
   const pump = async (fromLog = true): Promise<void> => {

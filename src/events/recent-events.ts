@@ -21,6 +21,11 @@ export class RecentEvents {
   private run: InstanceEvent[] = [];
   private newest = 0;
 
+  /** The highest id this process has announced (0 before the first). */
+  get newestId(): number {
+    return this.newest;
+  }
+
   add(event: InstanceEvent): void {
     if (event.id === this.newest + 1 && this.run.length > 0) {
       this.run.push(event);

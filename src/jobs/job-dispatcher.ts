@@ -23,7 +23,7 @@ export class JobDispatcher implements OnModuleInit {
   /** A hand-over was skipped or failed since the relay last asked. */
   private missed = false;
   private connected = true;
-  /** Rows committed during this turn of the event loop, handed over on the next. */
+  /** Rows committed together, handed over together once the commit's callbacks are done. */
   private readonly scheduled = new TurnBatch<OperationScheduledSignal>((scheduled) => {
     void this.dispatch(scheduled);
   }, 'tick');
@@ -34,10 +34,11 @@ export class JobDispatcher implements OnModuleInit {
   ) {}
 
   /**
-   * Right after commit the request path hands the new row over without waiting for it. Rows
-   * committed together (one commit serves many requests on SQLite) go to Redis together, in one
-   * `addBulk` on the next turn of the event loop. While Redis is down nothing is sent (Bull would
-   * hold the command until Redis returns); the rows stay pending and the relay sends them later.
+   * Right after COMMIT (on SQLite before its fsync: `OPERATION_SCHEDULED`) the new row is handed
+   * over, and the request path does not wait for it. Rows committed together (one commit serves
+   * many requests on SQLite) go to Redis together, in one `addBulk`, as soon as the commit's
+   * callbacks are done (`TurnBatch` 'tick'). While Redis is down nothing is sent (Bull would hold
+   * the command until Redis returns); the rows stay pending and the relay sends them later.
    */
   @OnEvent(OPERATION_SCHEDULED)
   onScheduled(scheduled: OperationScheduledSignal): void {

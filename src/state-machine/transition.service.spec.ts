@@ -35,6 +35,7 @@ describe('TransitionService', () => {
   let events: Repository<InstanceEvent>;
   let transitions: Repository<InstanceTransition>;
   let emitted: { name: string; payload: unknown }[];
+  let tx: TransactionRunner;
 
   beforeEach(async () => {
     const moduleRef = await Test.createTestingModule({
@@ -52,6 +53,7 @@ describe('TransitionService', () => {
     }).compile();
     await moduleRef.init();
     service = moduleRef.get(TransitionService);
+    tx = moduleRef.get(TransactionRunner);
     instances = moduleRef.get(getRepositoryToken(Instance));
     operations = moduleRef.get(getRepositoryToken(Operation));
     events = moduleRef.get(getRepositoryToken(InstanceEvent));
@@ -140,6 +142,52 @@ describe('TransitionService', () => {
       OperationStatus.Abandoned,
     );
     expect((await instances.findOneByOrFail({ id: created.id })).state).toBe(InstanceState.Offline);
+  });
+
+  /** Holds `begin`'s `nth` wait for durability (1-based) until the test ends it. */
+  function holdDurable(nth: number): () => void {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const durable = tx.durable.bind(tx);
+    let calls = 0;
+    jest.spyOn(tx, 'durable').mockImplementation((options) => {
+      // Called by begin itself, not by the runner's writes inside it.
+      const fromBegin = /\[as durable\].*\n\s+at TransitionService\.begin/.test(
+        new Error().stack ?? '',
+      );
+      return fromBegin && ++calls === nth ? held : durable(options);
+    });
+    return release;
+  }
+  const answered = (promise: Promise<unknown>) => {
+    let done = false;
+    void promise.then(() => (done = true));
+    return async () => (await new Promise((r) => setTimeout(r, 20)), done);
+  };
+
+  it('lets a job go on to its backend only once what was committed before it began is durable', async () => {
+    const created = await newInstance();
+    const release = holdDurable(1); // the create's commit, handed to the queue before its fsync
+    const begin = service.begin(created.operationId!);
+    const isAnswered = answered(begin);
+    expect(await isAnswered()).toBe(false);
+    // The start itself is committed meanwhile.
+    expect((await instances.findOneByOrFail({ id: created.id })).state).toBe(
+      InstanceState.Provisioning,
+    );
+    release();
+    expect((await begin)?.instance.state).toBe(InstanceState.Provisioning);
+  });
+
+  it('answers a job that stops at its start only once the operation it closed is durable', async () => {
+    const created = await newInstance();
+    await service.setOk(created.id, InstanceState.Offline, staff);
+    const release = holdDurable(2); // after the write that abandons the operation
+    const begin = service.begin(created.operationId!);
+    const isAnswered = answered(begin);
+    expect(await isAnswered()).toBe(false);
+    release();
+    expect(await begin).toBeNull();
   });
 
   it('moves a failure to erred with the message, and leaving erred clears it', async () => {

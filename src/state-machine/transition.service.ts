@@ -51,7 +51,7 @@ const UNLOCKED_ATTEMPTS = 3;
 const ADD_TO_COUNT =
   'ON CONFLICT (owner_id, state) DO UPDATE SET count = instance_counts.count + excluded.count';
 
-/** What one transaction wrote and must announce once it has committed. */
+/** What one transaction wrote: what it hands to the queue once committed and announces once durable. */
 class Changes {
   readonly instanceInserts: Instance[] = [];
   /** Conditional state changes, each of which must hit its row. */
@@ -124,7 +124,7 @@ class Changes {
  * of concurrent requests exactly one wins and the others see its state. SQLite runs one writer at
  * a time; PostgreSQL stores an unlocked read's change as one statement that writes nothing if the
  * row changed meanwhile, and reads again (see `write`). The change is recorded as a transition
- * and a domain event atomically with it, and the event is emitted after commit. What a change
+ * and a domain event atomically with it, and the event is emitted once the commit is durable. What a change
  * appends is written at its end, in as few statements as the database allows (see
  * `storeChanges`).
  */
@@ -298,9 +298,24 @@ export class TransitionService {
    * The job goes on to the backend once the change is committed, without waiting for it to be
    * durable (SQLite; `write`): its `started` event is shown only once it is, and a crash that
    * loses it leaves the operation scheduled, so the job runs again, and the backend call is
-   * idempotent per operation.
+   * idempotent per operation. What was committed before the job began must be durable first,
+   * though: a job is handed to the queue at its operation's COMMIT, and no backend call may
+   * outlive a crash that loses the operation. A job that stops here is answered once its
+   * outcome is durable too, as Bull then records it as done.
    */
   async begin(
+    operationId: string,
+    scheduled?: OperationScheduledSignal,
+  ): Promise<{ operation: Operation; instance: Instance } | null> {
+    const before = this.tx.durable();
+    // Awaited below, unless the write fails first.
+    before.catch(() => undefined);
+    const started = await this.beginWrite(operationId, scheduled);
+    await (started ? before : this.tx.durable());
+    return started;
+  }
+
+  private beginWrite(
     operationId: string,
     scheduled?: OperationScheduledSignal,
   ): Promise<{ operation: Operation; instance: Instance } | null> {

@@ -50,8 +50,9 @@ export class SimFaultsService {
     return fault;
   }
 
+  /** Armed faults, once on disk (`TransactionRunner.read`), as every API read. */
   list(): Promise<SimFault[]> {
-    return this.faults.find({ order: { createdAt: 'ASC' } });
+    return this.tx.read(() => this.faults.find({ order: { createdAt: 'ASC' } }));
   }
 
   async disarm(id: string): Promise<void> {
@@ -59,8 +60,11 @@ export class SimFaultsService {
     if (!result.affected) throw DomainError.notFound('Fault');
   }
 
+  /** The simulated cloud's VMs, once on disk: its writes answer before they are. */
   listVms(instanceId?: string): Promise<SimVm[]> {
-    return this.vms.find({ where: instanceId ? { instanceId } : {}, order: { createdAt: 'ASC' } });
+    return this.tx.read(() =>
+      this.vms.find({ where: instanceId ? { instanceId } : {}, order: { createdAt: 'ASC' } }),
+    );
   }
 
   /**
