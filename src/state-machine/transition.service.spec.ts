@@ -171,9 +171,8 @@ describe('TransitionService', () => {
     const begin = service.begin(created.operationId!);
     const isAnswered = answered(begin);
     expect(await isAnswered()).toBe(false);
-    // The start itself is committed meanwhile.
     expect((await instances.findOneByOrFail({ id: created.id })).state).toBe(
-      InstanceState.Provisioning,
+      InstanceState.ProvisioningScheduled,
     );
     release();
     expect((await begin)?.instance.state).toBe(InstanceState.Provisioning);

@@ -299,19 +299,19 @@ export class TransitionService {
    * durable (SQLite; `write`): its `started` event is shown only once it is, and a crash that
    * loses it leaves the operation scheduled, so the job runs again, and the backend call is
    * idempotent per operation. What was committed before the job began must be durable first,
-   * though: a job is handed to the queue at its operation's COMMIT, and no backend call may
-   * outlive a crash that loses the operation. A job that stops here is answered once its
-   * outcome is durable too, as Bull then records it as done.
+   * though (it nearly always is by then): a job is handed to the queue at its operation's
+   * COMMIT, and no backend call may outlive a crash that loses the operation. A job that stops
+   * here is answered once its outcome is durable too, as Bull then records it as done.
    */
   async begin(
     operationId: string,
     scheduled?: OperationScheduledSignal,
   ): Promise<{ operation: Operation; instance: Instance } | null> {
-    const before = this.tx.durable();
-    // Awaited below, unless the write fails first.
-    before.catch(() => undefined);
+    // Before the start, not beside it: a write that answers at COMMIT lets the job's next step
+    // join the same fsync only if that step comes straight after.
+    await this.tx.durable();
     const started = await this.beginWrite(operationId, scheduled);
-    await (started ? before : this.tx.durable());
+    if (!started) await this.tx.durable();
     return started;
   }
 
