@@ -119,7 +119,9 @@ onSqlite('answers only what is on disk (SQLite)', () => {
   });
 
   it("calls the backend for a job only once its operation's commit is synced", async () => {
-    // The job is handed to the queue at COMMIT, while the create's fsync is held.
+    // The job is handed to the queue at COMMIT, while the create's fsync is held. With one
+    // request alone the runner also holds the job's first write behind that fsync; under load
+    // only begin's own wait does (transition.service.spec.ts covers that).
     holdWhen = () => committedNames().includes('held-3');
     const vmsOf = (name: string) =>
       (

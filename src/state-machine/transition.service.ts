@@ -299,9 +299,10 @@ export class TransitionService {
    * durable (SQLite; `write`): its `started` event is shown only once it is, and a crash that
    * loses it leaves the operation scheduled, so the job runs again, and the backend call is
    * idempotent per operation. What was committed before the job began must be durable first,
-   * though (it nearly always is by then): a job is handed to the queue at its operation's
-   * COMMIT, and no backend call may outlive a crash that loses the operation. A job that stops
-   * here is answered once its outcome is durable too, as Bull then records it as done.
+   * though (a lone action finds it so; under load the job waits for the fsync under way): a job
+   * is handed to the queue at its operation's COMMIT, and no backend call may outlive a crash
+   * that loses the operation. A job that stops here is answered once its outcome is durable
+   * too, as Bull then records it as done.
    */
   async begin(
     operationId: string,
