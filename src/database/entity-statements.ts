@@ -293,17 +293,7 @@ export class EntityStatements<T extends ObjectLiteral> {
 
   /** Inserts the rows in one statement; columns the first row does not set keep their defaults. */
   async insert(em: EntityManager, rows: readonly Partial<T>[]): Promise<void> {
-    if (rows.length === 0) return;
-    const keys = this.setKeys(rows[0]);
-    const sql = this.sql(`insert:${keys.join(',')}:${rows.length}`, () =>
-      this.insertInto(keys, rows.length),
-    );
-    await execute(
-      this.dataSource,
-      em,
-      sql,
-      rows.flatMap((row) => this.values(row, keys)),
-    );
+    await this.insertRows(em, rows, '');
   }
 
   /**
@@ -312,19 +302,25 @@ export class EntityStatements<T extends ObjectLiteral> {
    * are the rows' in turn.
    */
   async insertNumbered(em: EntityManager, rows: (Partial<T> & { id?: number })[]): Promise<void> {
-    if (rows.length === 0) return;
-    const keys = this.setKeys(rows[0]);
-    const sql = this.sql(`insert-numbered:${keys.join(',')}:${rows.length}`, () => {
-      return `${this.insertInto(keys, rows.length)} RETURNING ${this.column('id')}`;
-    });
-    const { rows: returned } = await execute(
-      this.dataSource,
-      em,
-      sql,
-      rows.flatMap((row) => this.values(row, keys)),
-    );
+    const returned = await this.insertRows(em, rows, ` RETURNING ${this.column('id')}`);
     const ids = returned.map((row) => Number(Object.values(row)[0])).sort((a, b) => a - b);
     rows.forEach((row, i) => (row.id = ids[i]));
+  }
+
+  /** One INSERT of `rows`, with `tail` after its values; answers the rows it returns. */
+  private async insertRows(
+    em: EntityManager,
+    rows: readonly Partial<T>[],
+    tail: string,
+  ): Promise<Record<string, unknown>[]> {
+    if (rows.length === 0) return [];
+    const keys = this.setKeys(rows[0]);
+    const sql = this.sql(
+      `insert:${keys.join(',')}:${rows.length}:${tail}`,
+      () => `${this.insertInto(keys, rows.length)}${tail}`,
+    );
+    const values = rows.flatMap((row) => this.values(row, keys));
+    return (await execute(this.dataSource, em, sql, values)).rows;
   }
 
   /**
