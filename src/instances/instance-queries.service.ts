@@ -1,8 +1,9 @@
 import { Injectable } from '@nestjs/common';
-import { InjectRepository } from '@nestjs/typeorm';
-import { Repository } from 'typeorm';
+import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
+import { DataSource, Repository } from 'typeorm';
 import type { Actor } from '../auth/actor';
 import { DomainError } from '../common/domain-error';
+import { EntityStatements } from '../database/entity-statements';
 import { TransactionRunner } from '../database/transaction-runner';
 import { InstanceTransition } from '../state-machine/instance-transition.entity';
 import { InstanceCount } from '../state-machine/instance-count.entity';
@@ -15,12 +16,17 @@ import type { ListInstancesQuery } from './dto/list-instances.query';
  */
 @Injectable()
 export class InstanceQueries {
+  private readonly statements: EntityStatements<Instance>;
+
   constructor(
     @InjectRepository(Instance) private readonly instances: Repository<Instance>,
     @InjectRepository(InstanceTransition)
     private readonly transitions: Repository<InstanceTransition>,
     private readonly tx: TransactionRunner,
-  ) {}
+    @InjectDataSource() private readonly dataSource: DataSource,
+  ) {
+    this.statements = new EntityStatements(dataSource, Instance);
+  }
 
   /**
    * A page and the total. Without a name filter the total is a sum over `instance_counts` (a row
@@ -60,10 +66,18 @@ export class InstanceQueries {
     return Number(row?.total ?? 0);
   }
 
+  /**
+   * What a client polling an instance's `state` asks, so it is one statement of two shapes
+   * (staff or owner), prepared once (`EntityStatements`): TypeORM's `findOneBy` builds its query
+   * anew on each call, and PostgreSQL parses and plans it anew.
+   */
   async get(id: string, actor: Actor): Promise<Instance> {
     // A 404 may rest on a removal not yet on disk: it waits too.
     const instance = await this.tx.read(() =>
-      this.instances.findOneBy(actor.isStaff ? { id } : { id, ownerId: actor.id }),
+      this.statements.findOne(
+        this.dataSource.manager,
+        actor.isStaff ? { id } : { id, ownerId: actor.id },
+      ),
     );
     if (!instance) throw DomainError.notFound('Instance');
     return instance;
