@@ -24,9 +24,14 @@ export interface GrowthStep {
   listTotal: number;
   list: LoadResult;
   create: LoadResult;
+  /**
+   * `GET /api/instances/{id}` of the created instances once settled, at the bench's
+   * concurrency: the read a client repeats while it follows its work by polling `state`.
+   */
+  poll: LoadResult;
   stop: LoadResult;
-  /** The service's CPU over each accept run, from its first request to its last answer. */
-  cpu: { create: LoadCpu; stop: LoadCpu };
+  /** The service's CPU over each run, from its first request to its last answer. */
+  cpu: { create: LoadCpu; poll: LoadCpu; stop: LoadCpu };
   /** How long the worker took to catch up with each accept run. */
   drainSeconds: { create: number; stop: number };
   /**
@@ -116,6 +121,15 @@ export async function growthStep(
   const create = await creates(rows, '');
   const createDrain = await waitQuiet(ctx, create.ids.length);
 
+  const pollMeter = ctx.service.meter();
+  const poll = await load({
+    title: `GET /api/instances/{id} (${rows} rows)`,
+    connections: ctx.concurrency,
+    amount: ctx.acceptRequests,
+    build: (i) => ({ method: 'GET', path: `/api/instances/${create.ids[i % create.ids.length]}` }),
+    meter: pollMeter,
+  });
+
   const stops = (ids: string[], title: string, meter?: CpuMeter) =>
     load({
       title: `POST /api/instances/{id}/stop (${title})`,
@@ -156,8 +170,13 @@ export async function growthStep(
     listTotal,
     list,
     create: create.result,
+    poll,
     stop,
-    cpu: { create: create.cpu, stop: stopMeter.use(stop.requests) },
+    cpu: {
+      create: create.cpu,
+      poll: pollMeter.use(poll.requests),
+      stop: stopMeter.use(stop.requests),
+    },
     drainSeconds: { create: createDrain, stop: stopDrain },
     ...(queuePaused ? { queuePaused } : {}),
   };

@@ -254,11 +254,12 @@ async function run(options: BenchOptions, results: BenchResults, cleanup: Cleanu
         i === 0,
       );
       results.growth.push(step);
-      const loads = [step.list, step.create, step.stop];
+      const loads = [step.list, step.create, step.poll, step.stop];
       if (step.queuePaused) loads.push(step.queuePaused.create);
       results.errors.push(...loads.flatMap(assertClean));
       log(
         `  list p50 ${step.list.p50Ms} ms; create ${step.create.perSecond}/s; ` +
+          `GET one ${step.poll.perSecond}/s; ` +
           `stop ${step.stop.perSecond}/s` +
           (step.queuePaused ? `; create, queue paused ${step.queuePaused.create.perSecond}/s` : ''),
       );

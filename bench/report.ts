@@ -96,6 +96,9 @@ export function growthRatios(steps: GrowthStep[]): Record<string, number> | null
     createP50: ratio(large.create.p50Ms, small.create.p50Ms),
     createP99: ratio(large.create.p99Ms, small.create.p99Ms),
     createRate: ratio(large.create.perSecond, small.create.perSecond),
+    pollP50: ratio(large.poll.p50Ms, small.poll.p50Ms),
+    pollP99: ratio(large.poll.p99Ms, small.poll.p99Ms),
+    pollRate: ratio(large.poll.perSecond, small.poll.perSecond),
     actionP50: ratio(large.stop.p50Ms, small.stop.p50Ms),
     actionP99: ratio(large.stop.p99Ms, small.stop.p99Ms),
     actionRate: ratio(large.stop.perSecond, small.stop.perSecond),
@@ -322,10 +325,22 @@ export function renderReport(r: BenchResults): string {
         row('create req/s', (s) => s.create.perSecond, 'createRate', 1),
         row('create p50 ms', (s) => s.create.p50Ms, 'createP50'),
         row('create p99 ms', (s) => s.create.p99Ms, 'createP99'),
+        row('GET one instance req/s', (s) => s.poll.perSecond, 'pollRate', 1),
+        row('GET one instance p50 ms', (s) => s.poll.p50Ms, 'pollP50'),
+        row('GET one instance p99 ms', (s) => s.poll.p99Ms, 'pollP99'),
+        row(
+          'GET one instance, main thread ms/req',
+          (s) => s.cpu.poll.mainThreadMsPerRequest ?? NaN,
+        ),
         row('stop req/s', (s) => s.stop.perSecond, 'actionRate', 1),
         row('stop p50 ms', (s) => s.stop.p50Ms, 'actionP50'),
         row('stop p99 ms', (s) => s.stop.p99Ms, 'actionP99'),
-        row('non-2xx', (s) => s.list.non2xx + s.create.non2xx + s.stop.non2xx, undefined, 0),
+        row(
+          'non-2xx',
+          (s) => s.list.non2xx + s.create.non2xx + s.poll.non2xx + s.stop.non2xx,
+          undefined,
+          0,
+        ),
       ]),
     );
   }
