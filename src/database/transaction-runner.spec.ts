@@ -416,6 +416,16 @@ describe('TransactionRunner on SQLite with the commit fsync off the event loop',
     expect(told).toEqual(['committed a', 'committed b', 'durable a', 'durable b']);
   });
 
+  /**
+   * Once the first fsync is done: the chain is answered if that fsync covered its last commit,
+   * or a second fsync is asked for (which the test never ends) if it did not.
+   */
+  const untilAnsweredOrSyncedAgain = async (chain: Promise<unknown>) => {
+    let answered = false;
+    void chain.then(() => (answered = true));
+    await until(() => answered || syncs.length > 1);
+  };
+
   it("commits a job's next step at once, and one fsync covers both", async () => {
     const durable: string[] = [];
     // A job's step answered at COMMIT asks for its next write straight away.
@@ -427,10 +437,32 @@ describe('TransactionRunner on SQLite with the commit fsync off the event loop',
     expect(syncs).toHaveLength(1);
     expect(durable).toEqual([]);
     syncs[0]();
+    await untilAnsweredOrSyncedAgain(chain);
+    expect(syncs).toHaveLength(1);
     expect(await chain).toBe('done');
     expect(durable).toEqual(['started', 'done']);
     await turns();
     expect(syncs).toHaveLength(1);
+  });
+
+  it("keeps a job's next step in the same fsync when the step before ran long", async () => {
+    // A group that runs past the loop's time slice (a slow machine, a long transaction) must not
+    // hand the turn over between it and the step its caller queued at once: that turn would
+    // start its fsync first, and the next step would need a second one.
+    const slowly = (name: string) => (em: EntityManager) => {
+      const until = performance.now() + 25;
+      while (performance.now() < until); // longer than the loop's time slice
+      return insert(name)(em);
+    };
+    const chain = runner
+      .run(slowly('started'), { awaitDurable: false })
+      .then(() => runner.run(insert('done')));
+    await until(() => committed().includes('done'));
+    expect(syncs).toHaveLength(1);
+    syncs[0]();
+    await untilAnsweredOrSyncedAgain(chain);
+    expect(syncs).toHaveLength(1);
+    expect(await chain).toBe('done');
   });
 
   it('still syncs a step that did not wait, on the next turn, when nothing follows it', async () => {

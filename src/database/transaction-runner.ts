@@ -182,17 +182,25 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
 
   private async drain(): Promise<void> {
     this.draining = true;
+    /** The group about to run was queued at once by the callers of one whose fsync waits. */
+    let chained = false;
     try {
       while (this.queue.length > 0) {
         // better-sqlite3 answers synchronously, so queued transactions run one after another in
         // a single chain of microtasks, with no socket read or written while it lasts. Once a
         // chain has run for YIELD_AFTER_MS, the next group waits for a turn of the event loop:
-        // requests are answered within milliseconds, not after the whole queue.
-        if (performance.now() - this.lastYield > YIELD_AFTER_MS) {
+        // requests are answered within milliseconds, not after the whole queue. Not between a
+        // group whose callers all went on at COMMIT and the writes they queued at once, though:
+        // that turn would start the first group's fsync (`WalSync`'s `soon`) before the second
+        // commits, and each would need its own. The turn then comes one group later.
+        if (!chained && performance.now() - this.lastYield > YIELD_AFTER_MS) {
           await new Promise<void>((resolve) => setImmediate(resolve));
           this.lastYield = performance.now();
         }
-        await this.holdingConnection(() => this.runGroup());
+        let deferredSync = false;
+        await this.holdingConnection(async () => {
+          deferredSync = await this.runGroup();
+        });
         // Writes already queued once this group is done (with the continuations it set off,
         // such as a job's next step answered at COMMIT) commit at once, beside its fsync: a
         // later fsync covers both. Otherwise the next group waits for this one's fsync: the
@@ -200,6 +208,7 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
         // commit, where commits as frequent as requests would each write the same index pages
         // to the log again.
         await new Promise<void>((resolve) => process.nextTick(resolve));
+        chained = deferredSync && !chained && this.queue.length > 0;
         if (this.queue.length === 0) await this.durable().catch(() => undefined);
       }
     } finally {
@@ -224,8 +233,9 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
   /**
    * Runs queued transactions, each in a savepoint, and commits them together. Never throws: every
    * transaction it takes is answered, and the connection is out of any transaction afterwards.
+   * Answers whether the commit's fsync was left for the next turn (`soon`).
    */
-  private async runGroup(): Promise<void> {
+  private async runGroup(): Promise<boolean> {
     let failure: Error | null | undefined;
     try {
       if (this.walSync === undefined) this.walSync = this.openWalSync();
@@ -236,7 +246,7 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
     if (failure) {
       // Durability is lost until a restart: nothing more is written, to be reported as failed.
       for (const pending of this.queue.splice(0)) pending.reject(failure);
-      return;
+      return false;
     }
     const runner = this.dataSource.createQueryRunner();
     const done: { pending: Pending; value: unknown }[] = [];
@@ -290,7 +300,7 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
       current?.reject(aborted);
       for (const { pending } of done) pending.reject(aborted);
       this.recover(runner);
-      return;
+      return false;
     }
     // Callers that wait for durability hear once the group's commit is synced; the others now.
     for (const { pending, value } of done) {
@@ -312,6 +322,7 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
         for (const { pending } of done) if (pending.awaitDurable !== false) pending.reject(error);
       },
     );
+    return soon && done.length > 0;
   }
 
   /**
