@@ -197,10 +197,7 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
           await new Promise<void>((resolve) => setImmediate(resolve));
           this.lastYield = performance.now();
         }
-        let deferredSync = false;
-        await this.holdingConnection(async () => {
-          deferredSync = await this.runGroup();
-        });
+        const deferredSync = await this.holdingConnection(() => this.runGroup());
         // Writes already queued once this group is done (with the continuations it set off,
         // such as a job's next step answered at COMMIT) commit at once, beside its fsync: a
         // later fsync covers both. Otherwise the next group waits for this one's fsync: the
@@ -216,14 +213,17 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
     }
   }
 
-  /** Runs `group` once reads under way are over, and keeps new reads waiting until it ends. */
-  private async holdingConnection(group: () => Promise<void>): Promise<void> {
+  /**
+   * Runs `group` once reads under way are over, and keeps new reads waiting until it ends;
+   * answers what it answers.
+   */
+  private async holdingConnection<T>(group: () => Promise<T>): Promise<T> {
     let over!: () => void;
     this.groupOver = new Promise<void>((resolve) => (over = resolve));
     try {
       while (this.reads > 0) await new Promise<void>((resolve) => (this.readsOver = resolve));
       this.readsOver = undefined;
-      await group();
+      return await group();
     } finally {
       this.groupOver = null;
       over();

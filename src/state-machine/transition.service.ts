@@ -51,7 +51,10 @@ const UNLOCKED_ATTEMPTS = 3;
 const ADD_TO_COUNT =
   'ON CONFLICT (owner_id, state) DO UPDATE SET count = instance_counts.count + excluded.count';
 
-/** What one transaction wrote: what it hands to the queue once committed and announces once durable. */
+/**
+ * What one transaction wrote: what it hands to the queue once committed and announces once
+ * durable.
+ */
 class Changes {
   readonly instanceInserts: Instance[] = [];
   /** Conditional state changes, each of which must hit its row. */
@@ -124,8 +127,8 @@ class Changes {
  * of concurrent requests exactly one wins and the others see its state. SQLite runs one writer at
  * a time; PostgreSQL stores an unlocked read's change as one statement that writes nothing if the
  * row changed meanwhile, and reads again (see `write`). The change is recorded as a transition
- * and a domain event atomically with it, and the event is emitted once the commit is durable. What a change
- * appends is written at its end, in as few statements as the database allows (see
+ * and a domain event atomically with it, and the event is emitted once the commit is durable.
+ * What a change appends is written at its end, in as few statements as the database allows (see
  * `storeChanges`).
  */
 @Injectable()
