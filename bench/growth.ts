@@ -9,20 +9,17 @@ import {
 import type { BenchDatabase } from './database';
 import type { CpuMeter, LoadCpu, ServiceProcess } from './service';
 import { TRANSITIONAL_STATES } from '../src/state-machine/instance.machine';
-import { round } from './stats';
+import { median, round } from './stats';
 
 const TRANSITIONAL_QUERY = TRANSITIONAL_STATES.map((s) => `state=${s}`).join('&');
 export const LIST_PATH = '/api/instances?state=online&limit=50';
 const LIST_REQUESTS = 1000;
 const LIST_WARMUP = 20;
 
-export interface GrowthStep {
-  /** Instances in the table when the list was measured. */
+/** One round of the accept runs at a table size. */
+export interface AcceptRound {
+  /** Instances in the table when the round's creates began: each round adds its own. */
   rows: number;
-  seedSeconds: number;
-  /** `total` of the measured list: the rows it counts. */
-  listTotal: number;
-  list: LoadResult;
   create: LoadResult;
   /**
    * `GET /api/instances/{id}` of the created instances once settled, at the bench's
@@ -33,6 +30,23 @@ export interface GrowthStep {
   /** The service's CPU over each run, from its first request to its last answer. */
   cpu: { create: LoadCpu; poll: LoadCpu; stop: LoadCpu };
   /** How long the worker took to catch up with each accept run. */
+  drainSeconds: { create: number; stop: number };
+}
+
+export interface GrowthStep {
+  /** Instances in the table when the list was measured. */
+  rows: number;
+  seedSeconds: number;
+  /** `total` of the measured list: the rows it counts. */
+  listTotal: number;
+  list: LoadResult;
+  /** Every accept round, in order. */
+  rounds: AcceptRound[];
+  /** The rounds as one: each figure is their median (`medianLoad`, `medianCpu`). */
+  create: LoadResult;
+  poll: LoadResult;
+  stop: LoadResult;
+  cpu: { create: LoadCpu; poll: LoadCpu; stop: LoadCpu };
   drainSeconds: { create: number; stop: number };
   /**
    * At the first size only: the creates' accept run again with the queue paused, so no job runs
@@ -49,15 +63,25 @@ export interface GrowthContext {
   ownerId: string;
   concurrency: number;
   acceptRequests: number;
+  /** Accept rounds at each size. */
+  acceptRounds: number;
   /** Pauses the service's queue (Bull's global pause); answers its resume. */
   pauseQueue: () => Promise<() => Promise<void>>;
 }
 
 /**
  * At a table size: the list a dashboard polls, one client at a time (its latency is the cost of
- * the query), then the accept rate of creates and of actions at the bench's concurrency. The
- * accepted instances are left to finish before the next measurement, so each starts with an idle
- * worker; they stay in the table, which is why the next size is topped up by seeding.
+ * the query), then the accept rate of creates and of actions at the bench's concurrency, in
+ * rounds. The accepted instances are left to finish before the next measurement, so each starts
+ * with an idle worker; they stay in the table, which is why the next size is topped up by seeding.
+ *
+ * One accept run lasts a second or two, and its p99 is about its 20th-slowest answer: with 64
+ * requests in flight, a single pause of the machine or of the process (a collection, a
+ * checkpoint's fsync) delays that many at once and decides it. Three benches of one build
+ * (`--n 200 --growth 1000,100000 --accept 2000`) measured create p99s of 76, 69 and 48 ms at
+ * 1,000 rows and 56, 50 and 76 ms at 100,000: growth ratios of 0.73, 0.73 and 1.58. Each
+ * size therefore runs `acceptRounds` rounds (creates, the polling read, stops) and reports each
+ * figure as the rounds' median, keeping every round in the results.
  */
 export async function growthStep(
   ctx: GrowthContext,
@@ -118,18 +142,6 @@ export async function growthStep(
     return { ids, result, cpu: meter.use(result.requests) };
   };
 
-  const create = await creates(rows, '');
-  const createDrain = await waitQuiet(ctx, create.ids.length);
-
-  const pollMeter = ctx.service.meter();
-  const poll = await load({
-    title: `GET /api/instances/{id} (${rows} rows)`,
-    connections: ctx.concurrency,
-    amount: ctx.acceptRequests,
-    build: (i) => ({ method: 'GET', path: `/api/instances/${create.ids[i % create.ids.length]}` }),
-    meter: pollMeter,
-  });
-
   const stops = (ids: string[], title: string, meter?: CpuMeter) =>
     load({
       title: `POST /api/instances/{id}/stop (${title})`,
@@ -138,9 +150,42 @@ export async function growthStep(
       build: (i) => ({ method: 'POST', path: `/api/instances/${ids[i]}/stop` }),
       meter,
     });
-  const stopMeter = ctx.service.meter();
-  const stop = await stops(create.ids, `${rows} rows`, stopMeter);
-  const stopDrain = await waitQuiet(ctx, create.ids.length);
+
+  const rounds: AcceptRound[] = [];
+  for (let round = 1; round <= ctx.acceptRounds; round++) {
+    const roundRows = round === 1 ? rows : await database.countInstances();
+    const tag = ctx.acceptRounds > 1 ? `, round ${round}` : '';
+    const create = await creates(roundRows, tag);
+    const createDrain = await waitQuiet(ctx, create.ids.length);
+
+    const pollMeter = ctx.service.meter();
+    const poll = await load({
+      title: `GET /api/instances/{id} (${roundRows} rows${tag})`,
+      connections: ctx.concurrency,
+      amount: ctx.acceptRequests,
+      build: (i) => ({
+        method: 'GET',
+        path: `/api/instances/${create.ids[i % create.ids.length]}`,
+      }),
+      meter: pollMeter,
+    });
+
+    const stopMeter = ctx.service.meter();
+    const stop = await stops(create.ids, `${roundRows} rows${tag}`, stopMeter);
+    const stopDrain = await waitQuiet(ctx, create.ids.length);
+    rounds.push({
+      rows: roundRows,
+      create: create.result,
+      poll,
+      stop,
+      cpu: {
+        create: create.cpu,
+        poll: pollMeter.use(poll.requests),
+        stop: stopMeter.use(stop.requests),
+      },
+      drainSeconds: { create: createDrain, stop: stopDrain },
+    });
+  }
 
   let queuePaused: GrowthStep['queuePaused'];
   if (first) {
@@ -169,16 +214,72 @@ export async function growthStep(
     seedSeconds,
     listTotal,
     list,
-    create: create.result,
-    poll,
-    stop,
+    rounds,
+    create: medianLoad(rounds.map((r) => r.create)),
+    poll: medianLoad(rounds.map((r) => r.poll)),
+    stop: medianLoad(rounds.map((r) => r.stop)),
     cpu: {
-      create: create.cpu,
-      poll: pollMeter.use(poll.requests),
-      stop: stopMeter.use(stop.requests),
+      create: medianCpu(rounds.map((r) => r.cpu.create)),
+      poll: medianCpu(rounds.map((r) => r.cpu.poll)),
+      stop: medianCpu(rounds.map((r) => r.cpu.stop)),
     },
-    drainSeconds: { create: createDrain, stop: stopDrain },
+    drainSeconds: {
+      create: median(rounds.map((r) => r.drainSeconds.create)),
+      stop: median(rounds.map((r) => r.drainSeconds.stop)),
+    },
     ...(queuePaused ? { queuePaused } : {}),
+  };
+}
+
+/**
+ * Runs of one kind as one result: each rate, time and latency figure is the median of the runs'
+ * (so one run that met a pause of the machine does not decide it, as it would a single run's
+ * p99), and the counts (requests, non-2xx answers, errors) are their sums.
+ */
+export function medianLoad(runs: readonly LoadResult[]): LoadResult {
+  const mid = (pick: (run: LoadResult) => number) => median(runs.map(pick));
+  const statusCodes: Record<string, number> = {};
+  for (const run of runs) {
+    for (const [code, count] of Object.entries(run.statusCodes)) {
+      statusCodes[code] = (statusCodes[code] ?? 0) + count;
+    }
+  }
+  const sum = (pick: (run: LoadResult) => number) => runs.reduce((a, run) => a + pick(run), 0);
+  return {
+    title: runs.length === 1 ? runs[0].title : `${runs[0].title}, median of ${runs.length}`,
+    count: sum((r) => r.count),
+    p50Ms: mid((r) => r.p50Ms),
+    p99Ms: mid((r) => r.p99Ms),
+    meanMs: mid((r) => r.meanMs),
+    maxMs: mid((r) => r.maxMs),
+    firstOnConnection: {
+      count: sum((r) => r.firstOnConnection.count),
+      p50Ms: mid((r) => r.firstOnConnection.p50Ms),
+      p99Ms: mid((r) => r.firstOnConnection.p99Ms),
+      meanMs: mid((r) => r.firstOnConnection.meanMs),
+      maxMs: mid((r) => r.firstOnConnection.maxMs),
+    },
+    requests: sum((r) => r.requests),
+    seconds: mid((r) => r.seconds),
+    perSecond: mid((r) => r.perSecond),
+    non2xx: sum((r) => r.non2xx),
+    errors: sum((r) => r.errors),
+    timeouts: sum((r) => r.timeouts),
+    statusCodes,
+    clientCpuPercent: mid((r) => r.clientCpuPercent),
+  };
+}
+
+/** Each figure the median of the runs' that have it; null where none has. */
+export function medianCpu(runs: readonly LoadCpu[]): LoadCpu {
+  const mid = (pick: (cpu: LoadCpu) => number | null) => {
+    const known = runs.map(pick).filter((v): v is number => v !== null);
+    return known.length ? median(known) : null;
+  };
+  return {
+    msPerRequest: mid((c) => c.msPerRequest),
+    mainThreadMsPerRequest: mid((c) => c.mainThreadMsPerRequest),
+    mainThreadBusyPercent: mid((c) => c.mainThreadBusyPercent),
   };
 }
 

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { Cleanup, deleteRedisKeys } from './cleanup';
-import { ApiClient, assertClean, BenchError } from './client';
+import { ApiClient, assertClean, BenchError, type LoadResult } from './client';
 import {
   COMMITS_PER_OPERATION,
   PostgresBenchDatabase,
@@ -14,7 +14,7 @@ import {
 } from './database';
 import { EventWatcher } from './event-stream';
 import { runFloor, runHttpStack } from './floor';
-import { growthStep } from './growth';
+import { growthStep, type AcceptRound } from './growth';
 import { Lifecycle } from './lifecycle';
 import { parseOptions, PROJECT_ROOT, usage, UsageError, type BenchOptions } from './options';
 import { evaluateTargets, growthRatios, renderReport, type BenchResults } from './report';
@@ -71,6 +71,7 @@ function emptyResults(options: BenchOptions): BenchResults {
       concurrency: options.concurrency,
       workerConcurrency: options.workerConcurrency,
       acceptRequests: options.acceptRequests,
+      acceptRounds: options.acceptRounds,
       growthSizes: options.growth,
       overheadActions: options.overheadActions,
       simLatencyMs: 0,
@@ -248,26 +249,29 @@ async function run(options: BenchOptions, results: BenchResults, cleanup: Cleanu
           ownerId: user.id,
           concurrency: options.concurrency,
           acceptRequests: options.acceptRequests,
+          acceptRounds: options.acceptRounds,
           pauseQueue: () => pauseQueue(options.redisUrl, prefix),
         },
         size,
         i === 0,
       );
       results.growth.push(step);
-      const loads = [step.list, step.create, step.poll, step.stop];
+      const loads = [step.list, ...step.rounds.flatMap((r) => [r.create, r.poll, r.stop])];
       if (step.queuePaused) loads.push(step.queuePaused.create);
       results.errors.push(...loads.flatMap(assertClean));
+      const rates = (pick: (round: AcceptRound) => LoadResult) =>
+        step.rounds.map((round) => pick(round).perSecond).join(' / ');
       log(
-        `  list p50 ${step.list.p50Ms} ms; create ${step.create.perSecond}/s; ` +
-          `GET one ${step.poll.perSecond}/s; ` +
-          `stop ${step.stop.perSecond}/s` +
-          (step.queuePaused ? `; create, queue paused ${step.queuePaused.create.perSecond}/s` : ''),
+        `  list p50 ${step.list.p50Ms} ms; req/s by round: create ${rates((r) => r.create)}; ` +
+          `GET one ${rates((r) => r.poll)}; stop ${rates((r) => r.stop)}` +
+          (step.queuePaused ? `; create, queue paused ${step.queuePaused.create.perSecond}` : ''),
       );
     }
     if (results.growth.length) {
       const first = results.growth[0];
       results.accept = {
         tableRows: first.rows,
+        rounds: first.rounds.length,
         create: first.create,
         action: first.stop,
         cpu: { create: first.cpu.create, action: first.cpu.stop },

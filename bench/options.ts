@@ -12,6 +12,8 @@ export interface BenchOptions {
   growth: number[];
   /** Requests in each accept-rate measurement. */
   acceptRequests: number;
+  /** Accept-rate rounds at each growth size; each figure reported is the rounds' median. */
+  acceptRounds: number;
   /** Connections of the load generator. */
   concurrency: number;
   workerConcurrency: number;
@@ -30,6 +32,8 @@ const USAGE = `Usage: npm run bench -- [options]
   --n N                     instances per lifecycle phase and jobs per floor run (default 2000)
   --growth A,B              table sizes of the growth phase (default 1000,100000)
   --accept N                requests per accept-rate measurement (default max(1000, 2 x n))
+  --rounds R                accept-rate rounds at each growth size, reported by their median
+                            (default 3)
   --concurrency C           load generator connections (default 64)
   --worker-concurrency W    WORKER_CONCURRENCY of the service and of the floor's worker (default 10)
   --overhead K              sequential actions of the overhead phase (default 200)
@@ -63,6 +67,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     'n',
     'growth',
     'accept',
+    'rounds',
     'concurrency',
     'worker-concurrency',
     'overhead',
@@ -90,6 +95,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     throw new UsageError('--growth sizes must increase');
   }
   const acceptRequests = int(raw, 'accept', Math.max(1000, 2 * n), 1);
+  const acceptRounds = int(raw, 'rounds', 3, 1);
   const concurrency = int(raw, 'concurrency', 64, 1);
   const workerConcurrency = int(raw, 'worker-concurrency', 10, 1);
   const overheadActions = int(raw, 'overhead', 200, 2);
@@ -97,6 +103,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     n === 2000 &&
     growth.join(',') === '1000,100000' &&
     !raw.has('accept') &&
+    acceptRounds === 3 &&
     concurrency === 64 &&
     overheadActions === 200 &&
     !raw.has('node-args');
@@ -111,6 +118,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     n,
     growth,
     acceptRequests,
+    acceptRounds,
     concurrency,
     workerConcurrency,
     overheadActions,

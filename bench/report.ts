@@ -1,6 +1,6 @@
 import type { LoadResult } from './client';
 import type { FloorRun, HttpStackRun } from './floor';
-import type { GrowthStep } from './growth';
+import type { AcceptRound, GrowthStep } from './growth';
 import { PHASE_LABELS, type OverheadResult, type PhaseName, type PhaseResult } from './lifecycle';
 import type { LoadCpu, LogLine, ServiceExit } from './service';
 import { ratio } from './stats';
@@ -28,6 +28,8 @@ export interface BenchResults {
     concurrency: number;
     workerConcurrency: number;
     acceptRequests: number;
+    /** Accept rounds at each growth size (see `GrowthStep.rounds`). */
+    acceptRounds: number;
     growthSizes: number[];
     overheadActions: number;
     simLatencyMs: number;
@@ -38,9 +40,10 @@ export interface BenchResults {
     serviceNodeArgs: string[];
     fullSize: boolean;
   };
-  /** The accept rate at the smallest growth size. */
+  /** The accept rate at the smallest growth size: the median of its rounds. */
   accept: {
     tableRows: number;
+    rounds: number;
     create: LoadResult;
     action: LoadResult;
     /** The service's CPU over each of those runs. */
@@ -175,7 +178,9 @@ export function renderReport(r: BenchResults): string {
     out.push(
       ...table(
         [
-          `Accept rate (${fmt(r.accept.tableRows, 0)} rows)`,
+          `Accept rate (${fmt(r.accept.tableRows, 0)} rows${
+            r.accept.rounds > 1 ? `, median of ${r.accept.rounds} rounds` : ''
+          })`,
           'req/s',
           'p50 ms',
           'p99 ms',
@@ -194,7 +199,10 @@ export function renderReport(r: BenchResults): string {
           ...(r.accept.queuePaused
             ? [
                 [
-                  ...loadRow('POST /api/instances, queue paused', r.accept.queuePaused.create),
+                  ...loadRow(
+                    'POST /api/instances, queue paused (one run)',
+                    r.accept.queuePaused.create,
+                  ),
                   ...cpuCells(r.accept.queuePaused.cpu),
                 ],
               ]
@@ -342,6 +350,30 @@ export function renderReport(r: BenchResults): string {
           0,
         ),
       ]),
+    );
+  }
+
+  const rounds = r.growth.filter((step) => step.rounds.length > 1);
+  if (rounds.length) {
+    out.push('');
+    const row = (label: string, pick: (round: AcceptRound) => number, digits: number) => [
+      label,
+      ...rounds.map((step) => step.rounds.map((round) => fmt(pick(round), digits)).join(' / ')),
+    ];
+    out.push(
+      ...table(
+        [
+          'Accept rounds (the figures above are their medians)',
+          ...rounds.map((step) => `${fmt(step.rows, 0)} rows`),
+        ],
+        [
+          row('create req/s', (x) => x.create.perSecond, 0),
+          row('create p99 ms', (x) => x.create.p99Ms, 1),
+          row('GET one instance req/s', (x) => x.poll.perSecond, 0),
+          row('stop req/s', (x) => x.stop.perSecond, 0),
+          row('stop p99 ms', (x) => x.stop.p99Ms, 1),
+        ],
+      ),
     );
   }
 
