@@ -2,8 +2,7 @@
  * GENERATED FILE: do not edit by hand.
  *
  * The types of Provisor's OpenAPI document (GET /api/docs-json), as openapi-typescript generates
- * them (with defaultNonNullable: false, so that a field with a default is as optional as the
- * document's `required` lists say), for the openapi-fetch client in
+ * them with its default options, for the openapi-fetch client in
  * test/openapi-client.e2e-spec.ts, which fails when this file is out of date.
  * Regenerate with `npm run openapi:generate` (it boots the app: Redis at 127.0.0.1:6379).
  */
@@ -385,7 +384,7 @@ export interface components {
         CreateUserDto: {
             /** @example alice */
             username: string;
-            /** @default false */
+            /** @description Default: false */
             is_staff?: boolean;
         };
         CreatedUserDto: {
@@ -415,11 +414,11 @@ export interface components {
              */
             flavor: "small" | "medium" | "large";
             /**
-             * @default debian-12
+             * @description Default: debian-12
              * @enum {string}
              */
             image?: "debian-12" | "ubuntu-24.04" | "rocky-9" | "alpine-3.20";
-            /** @default  */
+            /** @description Default: empty */
             description?: string;
         };
         /** @enum {string} */
@@ -543,7 +542,7 @@ export interface components {
             mode: "error" | "transient" | "hang";
             /** @example host unreachable */
             message?: string;
-            /** @default 1 */
+            /** @description How many operations it hits. Default: 1 */
             times?: number;
         };
         FaultDto: {

@@ -40,7 +40,13 @@ export class CreateFaultDto {
   @MaxLength(500, { message: 'message must be at most 500 characters' })
   message?: string;
 
-  @ApiProperty({ required: false, type: 'integer', default: 1, minimum: 1, maximum: 1000 })
+  @ApiProperty({
+    required: false,
+    type: 'integer',
+    minimum: 1,
+    maximum: 1000,
+    description: 'How many operations it hits. Default: 1',
+  })
   @OptionalButNotNull()
   @IsInt({ message: 'times must be a whole number' })
   @Min(1, { message: 'times must be at least 1' })
