@@ -14,7 +14,11 @@ import { serverWithBaseHeaders } from './common/base-headers.server';
 import { inspectBody } from './common/inspect-body.hook';
 import { registerJsonBody } from './common/json-body.parser';
 import { AppConfig } from './config/app-config';
+import { DASHBOARD_ROUTE } from './dashboard/dashboard.module';
 import { requestIdOf } from './logging/logging.module';
+
+/** Swagger UI's path, and with `-json` its document's. */
+const DOCS_PATH = 'api/docs';
 
 /**
  * The HTTP server: Fastify, under Nest (a bare request costs less than half the CPU it did under
@@ -56,7 +60,12 @@ export function configureApp(app: NestFastifyApplication): void {
   for (const method of ['GET', 'HEAD']) {
     fastify.addHttpMethod(method, { hasBody: true, overrideExisting: true });
   }
-  fastify.addHook('preValidation', inspectBody);
+  // The dashboard and Swagger UI are served beside Nest's routes, so no guard of the API's answers
+  // a body they refuse: they answer it at once.
+  fastify.addHook(
+    'preValidation',
+    inspectBody((url) => url.startsWith(DASHBOARD_ROUTE) || url.startsWith(`/${DOCS_PATH}`)),
+  );
   app.useGlobalPipes(
     new ValidationPipe({
       whitelist: true,
@@ -134,8 +143,8 @@ export function setupSwagger(app: INestApplication): void {
       })
       .build(),
   );
-  SwaggerModule.setup('api/docs', app, document, {
-    jsonDocumentUrl: 'api/docs-json',
+  SwaggerModule.setup(DOCS_PATH, app, document, {
+    jsonDocumentUrl: `${DOCS_PATH}-json`,
     customSiteTitle: 'Provisor API',
     swaggerOptions: { persistAuthorization: true },
   });

@@ -398,6 +398,40 @@ describe('authentication and ownership', () => {
       expect(faults.body.items.map((f: { id: string }) => f.id)).toEqual([faultId]);
     });
 
+    it('answers 403 before reading the body: one that is not JSON, malformed, or unusable', async () => {
+      const bodies: [string, string][] = [
+        ['application/json', '{bad'],
+        ['text/plain', 'set it ok'],
+        ['application/json', '{"__proto__": {}}'],
+        ['application/json', '{"error_message": "a\\u0000b"}'],
+      ];
+      for (const [type, text] of bodies) {
+        for (const action of ['set_ok', 'set_erred', 'unlink']) {
+          const res = await t.http
+            .post(`/api/instances/${vm.id}/${action}`)
+            .set(bearer(alice.token))
+            .set('content-type', type)
+            .send(text);
+          expect({ action, text, status: res.status }).toEqual({ action, text, status: 403 });
+          expectError(res, 403);
+        }
+        // Without a token, 401 comes first too; staff hear what is wrong with the body.
+        const anonymous = await t.http
+          .post(`/api/instances/${vm.id}/set_erred`)
+          .set('content-type', type)
+          .send(text);
+        expectError(anonymous, 401);
+        const staff = await t.http
+          .post(`/api/instances/${vm.id}/set_erred`)
+          .set(bearer(t.adminToken))
+          .set('content-type', type)
+          .send(text);
+        expectError(staff, type === 'text/plain' ? 415 : 400);
+      }
+      const after = await alice.get(`/api/instances/${vm.id}`).expect(200);
+      expect(after.body).toMatchObject({ state: 'online', error_message: '' });
+    });
+
     it('answers 401 without a token', async () => {
       for (const [method, path, body] of routes()) {
         const res = await call(method, path).send(body);

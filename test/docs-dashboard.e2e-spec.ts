@@ -414,6 +414,29 @@ describe('Swagger UI, the OpenAPI document and the queue dashboard', () => {
       expect(res.text).not.toContain('instance-operations');
     });
 
+    it('refuses a body that is not JSON at once, and acts on nothing', async () => {
+      const auth = basic('admin', t.adminToken);
+      // No guard of the API's runs for the dashboard's routes: the body's refusal is answered
+      // before them, in bull-board's error shape.
+      for (const [type, text, status, message] of [
+        ['application/json', '{bad', 400, 'Malformed JSON in request body'],
+        ['text/plain', 'pause it', 415, 'Send the request body as JSON'],
+      ] as const) {
+        const res = await t.http
+          .put('/admin/queues/api/queues/instance-operations/pause')
+          .set(auth)
+          .set('content-type', type)
+          .send(text);
+        expect({ status: res.status, message: res.body.message }).toEqual({
+          status,
+          message: expect.stringContaining(message),
+        });
+      }
+      const queues = await t.http.get('/admin/queues/api/queues').set(auth).expect(200);
+      const queue = queues.body.queues.find((q: Json) => q.name === 'instance-operations');
+      expect(queue.isPaused).toBe(false);
+    });
+
     it("lists the queue 'instance-operations' and shows the finished job of a created instance", async () => {
       const vm = await admin.online({ name: 'dash-1' });
       const auth = basic('admin', t.adminToken);

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify';
-import { BodyError } from './json-body.parser';
+import { BodyError, bodyRefusalOf, refuseBody } from './json-body.parser';
 
 /** Deeper than any body of the API needs; far below what recursive validation can take. */
 export const MAX_BODY_DEPTH = 32;
@@ -16,15 +16,19 @@ const PROTOTYPE_KEYS = new Set([...Object.getOwnPropertyNames(Object.prototype),
  * cannot store it, so both databases refuse it alike), and prototype names such as `__proto__`,
  * which validation would not see as unknown fields. A body that is not JSON never gets this
  * far: the body parser refuses it (`registerJsonBody`).
+ *
+ * Like the parser's, the refusal waits for the API's guards to know the caller (`refuseBody`),
+ * except on routes no guard of Nest's runs for (`answeredAtOnce`, given the request's URL: the
+ * queue dashboard, Swagger UI), where it is answered here, with the parser's.
  */
-export function inspectBody(
-  request: FastifyRequest,
-  _reply: unknown,
-  done: (error?: Error) => void,
-): void {
-  const refusal = refusalOf(request);
-  if (refusal) done(refusal);
-  else done();
+export function inspectBody(answeredAtOnce: (url: string) => boolean) {
+  return (request: FastifyRequest, _reply: unknown, done: (error?: Error) => void): void => {
+    const refusal = refusalOf(request);
+    if (refusal) refuseBody(request, refusal);
+    const kept = bodyRefusalOf(request);
+    if (kept && answeredAtOnce(request.url)) done(kept);
+    else done();
+  };
 }
 
 function refusalOf(request: FastifyRequest): BodyError | null {

@@ -21,12 +21,34 @@ const DECODERS: Record<string, (body: Buffer, options: { maxOutputLength: number
   br: brotliDecompressSync,
 };
 
+/** Where a request keeps the refusal of its body until the caller is known (`refuseBody`). */
+const REFUSAL = Symbol('provisor.bodyRefusal');
+
+/**
+ * Marks the request's body as refused, with no body to read: the route's guards, which know who
+ * is asking, answer with it once they let the request through (`BodyRefusalGuard`), so that a
+ * caller with no token hears `401` and a non-staff caller of a staff-only route `403` (API.md
+ * section 4: "before anything else is checked"), whatever the body. The first refusal counts.
+ */
+export function refuseBody(request: FastifyRequest, refusal: BodyError): void {
+  const holder = request as FastifyRequest & { [REFUSAL]?: BodyError };
+  holder[REFUSAL] ??= refusal;
+}
+
+/** The refusal `refuseBody` kept for the request, if any. */
+export function bodyRefusalOf(request: object): BodyError | undefined {
+  return (request as { [REFUSAL]?: BodyError })[REFUSAL];
+}
+
 /**
  * The one body parser: `application/json` in UTF-8, an object or an array, plain or compressed
  * (gzip, deflate, br), at most `BODY_LIMIT_BYTES` on the wire and once inflated. An empty body
  * is no body, as it is for a client that sets the content type on every request, whatever the
  * type. A body of any other media type (or of none) is refused with `415` unread; Fastify's own
  * `text/plain` parser goes, so that no route ever sees a body that is not JSON.
+ *
+ * A body over the limit is refused at once (`413`): it is not read to the end. Any other refusal
+ * (`400`, `415`) waits for the caller to be known (`refuseBody`).
  */
 export function registerJsonBody(fastify: FastifyInstance): void {
   fastify.removeAllContentTypeParsers();
@@ -37,13 +59,19 @@ export function registerJsonBody(fastify: FastifyInstance): void {
       try {
         done(null, parseJsonBody(request.headers, body as Buffer));
       } catch (error) {
-        done(error as Error, undefined);
+        if (error instanceof BodyError && error.statusCode !== 413) {
+          refuseBody(request, error);
+          done(null, undefined);
+        } else {
+          done(error as Error, undefined);
+        }
       }
     },
   );
-  fastify.addContentTypeParser('*', (request, _payload, done) =>
-    hasBody(request) ? done(notJson(), undefined) : done(null, undefined),
-  );
+  fastify.addContentTypeParser('*', (request, _payload, done) => {
+    if (hasBody(request)) refuseBody(request, notJson());
+    done(null, undefined);
+  });
 }
 
 /** Whether the request says a body follows: a length above zero, or a chunked one. */
