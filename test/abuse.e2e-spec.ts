@@ -80,6 +80,17 @@ describe('security headers and CORS by default', () => {
     }
   });
 
+  it('lets Swagger UI and the dashboard load over plain HTTP: no upgrade-insecure-requests', async () => {
+    // With it, a browser that opens http://<server address>:3000/api/docs (the Docker image, say)
+    // fetches the page's scripts and styles over https, which Provisor does not serve, and shows
+    // a blank page. Behind a TLS proxy every request is https already.
+    for (const path of ['/api/docs', '/admin/queues', '/api/health']) {
+      const csp = (await t.http.get(path)).headers['content-security-policy'];
+      expect({ path, csp }).toEqual({ path, csp: expect.stringContaining("default-src 'self'") });
+      expect({ path, csp }).toEqual({ path, csp: expect.not.stringContaining('upgrade-insecure') });
+    }
+  });
+
   it('grants no origin: no Access-Control-Allow-Origin, preflight or not', async () => {
     const preflight = await t.http
       .options('/api/instances')

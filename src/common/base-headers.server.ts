@@ -23,15 +23,24 @@ interface ServerOptions {
   maxRequestsPerSocket?: number;
 }
 
-const securityHeaders = helmet();
+/**
+ * helmet's defaults but one: its content security policy's `upgrade-insecure-requests`, which
+ * has a browser fetch every script and style of a page it got over http over https instead.
+ * Provisor serves plain HTTP (TLS, where there is any, ends in front of it, and then every
+ * request is https already), so with it Swagger UI and the queue dashboard, opened at the
+ * server's address over http (the Docker image's `0.0.0.0`), would show a blank page.
+ */
+const securityHeaders = helmet({
+  contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } },
+});
 const logger = new Logger('HttpErrors');
 
 /**
  * Provisor's HTTP server (Fastify's `serverFactory`): every request gets the base headers before
  * Fastify sees it, so that every answer carries them, whoever gives it (a route, a CORS
  * preflight, the queue dashboard, Fastify refusing a path it cannot decode): `X-Request-Id` and
- * helmet's security headers, with helmet's defaults (a same-origin content security policy,
- * under which Swagger UI and the queue dashboard still render).
+ * helmet's security headers (`securityHeaders`: a same-origin content security policy, under
+ * which Swagger UI and the queue dashboard still render).
  */
 export function serverWithBaseHeaders(handler: Handler, options: ServerOptions = {}): Server {
   if (options.https || options.http2) {
