@@ -64,7 +64,7 @@ export function configureApp(app: NestFastifyApplication): void {
   // a body they refuse: they answer it at once.
   fastify.addHook(
     'preValidation',
-    inspectBody((url) => url.startsWith(DASHBOARD_ROUTE) || url.startsWith(`/${DOCS_PATH}`)),
+    inspectBody((route) => route.startsWith(DASHBOARD_ROUTE) || route.startsWith(`/${DOCS_PATH}`)),
   );
   app.useGlobalPipes(
     new ValidationPipe({

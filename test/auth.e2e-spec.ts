@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { connect, type AddressInfo } from 'node:net';
 import type { Response } from 'supertest';
 import { ApiClient, bearer, InstanceBody } from './support/api';
 import { startApp, TestApp } from './support/test-app';
@@ -430,6 +431,33 @@ describe('authentication and ownership', () => {
       }
       const after = await alice.get(`/api/instances/${vm.id}`).expect(200);
       expect(after.body).toMatchObject({ state: 'online', error_message: '' });
+    });
+
+    it('ends the connection after refusing a body it left unread, rather than read it all', async () => {
+      const server = t.app.getHttpServer();
+      if (!server.address()) await t.app.listen(0, '127.0.0.1');
+      const { port } = server.address() as AddressInfo;
+      const socket = connect(port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      socket.setEncoding('utf8');
+      let answer = '';
+      socket.on('data', (chunk: string) => (answer += chunk));
+      const closed = new Promise<boolean>((resolve) => {
+        socket.on('close', () => resolve(true));
+        setTimeout(() => resolve(false), 5_000);
+      });
+      // Says 100 MB follow, sends 64 KiB of them, and would keep the connection.
+      socket.write(
+        `POST /api/instances/${vm.id}/set_erred HTTP/1.1\r\nHost: provisor\r\n` +
+          `Authorization: Bearer ${alice.token}\r\nContent-Type: text/plain\r\n` +
+          'Content-Length: 100000000\r\nConnection: keep-alive\r\n\r\n',
+      );
+      socket.write('x'.repeat(65_536));
+      const ended = await closed;
+      socket.destroy();
+      expect(answer).toMatch(/^HTTP\/1\.1 403 /);
+      expect(answer).toMatch(/\r\nconnection: close\r\n/i);
+      expect(ended).toBe(true);
     });
 
     it('answers 401 without a token', async () => {

@@ -418,19 +418,25 @@ describe('Swagger UI, the OpenAPI document and the queue dashboard', () => {
       const auth = basic('admin', t.adminToken);
       // No guard of the API's runs for the dashboard's routes: the body's refusal is answered
       // before them, in bull-board's error shape.
-      for (const [type, text, status, message] of [
-        ['application/json', '{bad', 400, 'Malformed JSON in request body'],
-        ['text/plain', 'pause it', 415, 'Send the request body as JSON'],
-      ] as const) {
-        const res = await t.http
-          .put('/admin/queues/api/queues/instance-operations/pause')
-          .set(auth)
-          .set('content-type', type)
-          .send(text);
-        expect({ status: res.status, message: res.body.message }).toEqual({
-          status,
-          message: expect.stringContaining(message),
-        });
+      // However the path is spelled: the router matches in any case, and decodes it.
+      for (const path of [
+        '/admin/queues/api/queues/instance-operations/pause',
+        '/ADMIN/Queues/api/queues/instance-operations/pause',
+        '/%61dmin/queues/api/queues/instance-operations/pause',
+      ]) {
+        for (const [type, text, status, message] of [
+          ['application/json', '{bad', 400, 'Malformed JSON in request body'],
+          ['text/plain', 'pause it', 415, 'Send the request body as JSON'],
+          ['application/json', '{"__proto__": {}}', 400, 'property __proto__ should not exist'],
+        ] as const) {
+          const res = await t.http.put(path).set(auth).set('content-type', type).send(text);
+          expect({ path, text, status: res.status, message: res.body.message }).toEqual({
+            path,
+            text,
+            status,
+            message: expect.stringContaining(message),
+          });
+        }
       }
       const queues = await t.http.get('/admin/queues/api/queues').set(auth).expect(200);
       const queue = queues.body.queues.find((q: Json) => q.name === 'instance-operations');

@@ -14,19 +14,21 @@ const PROTOTYPE_KEYS = new Set([...Object.getOwnPropertyNames(Object.prototype),
  * Refuses, as a `preValidation` hook (the body parsed, no guard or handler run yet), requests
  * no route can use: a body nested past `MAX_BODY_DEPTH`, text with a NUL character (PostgreSQL
  * cannot store it, so both databases refuse it alike), and prototype names such as `__proto__`,
- * which validation would not see as unknown fields. A body that is not JSON never gets this
- * far: the body parser refuses it (`registerJsonBody`).
+ * which validation would not see as unknown fields. A body the parser refused (not JSON, or
+ * malformed: `registerJsonBody`) arrives here as none, its refusal kept.
  *
  * Like the parser's, the refusal waits for the API's guards to know the caller (`refuseBody`),
- * except on routes no guard of Nest's runs for (`answeredAtOnce`, given the request's URL: the
- * queue dashboard, Swagger UI), where it is answered here, with the parser's.
+ * except on routes no guard of Nest's runs for (`answeredAtOnce`, given the route the request
+ * matched, however its path was spelled: the queue dashboard, Swagger UI), where this hook
+ * answers it, the parser's included.
  */
-export function inspectBody(answeredAtOnce: (url: string) => boolean) {
+export function inspectBody(answeredAtOnce: (route: string) => boolean) {
   return (request: FastifyRequest, _reply: unknown, done: (error?: Error) => void): void => {
     const refusal = refusalOf(request);
     if (refusal) refuseBody(request, refusal);
     const kept = bodyRefusalOf(request);
-    if (kept && answeredAtOnce(request.url)) done(kept);
+    const route = request.routeOptions.url;
+    if (kept && route !== undefined && answeredAtOnce(route)) done(kept);
     else done();
   };
 }

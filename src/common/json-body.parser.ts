@@ -24,6 +24,9 @@ const DECODERS: Record<string, (body: Buffer, options: { maxOutputLength: number
 /** Where a request keeps the refusal of its body until the caller is known (`refuseBody`). */
 const REFUSAL = Symbol('provisor.bodyRefusal');
 
+/** Set on a request whose body was left unread (`registerJsonBody`). */
+const UNREAD = Symbol('provisor.unreadBody');
+
 /**
  * Marks the request's body as refused, with no body to read: the route's guards, which know who
  * is asking, answer with it once they let the request through (`BodyRefusalGuard`), so that a
@@ -44,11 +47,12 @@ export function bodyRefusalOf(request: object): BodyError | undefined {
  * The one body parser: `application/json` in UTF-8, an object or an array, plain or compressed
  * (gzip, deflate, br), at most `BODY_LIMIT_BYTES` on the wire and once inflated. An empty body
  * is no body, as it is for a client that sets the content type on every request, whatever the
- * type. A body of any other media type (or of none) is refused with `415` unread; Fastify's own
- * `text/plain` parser goes, so that no route ever sees a body that is not JSON.
+ * type. A body of any other media type (or of none) is refused with `415` unread, and the answer
+ * closes the connection rather than read what follows; Fastify's own `text/plain` parser goes,
+ * so that no route of the API ever sees a body that is not JSON.
  *
- * A body over the limit is refused at once (`413`): it is not read to the end. Any other refusal
- * (`400`, `415`) waits for the caller to be known (`refuseBody`).
+ * A JSON body over the limit is refused at once (`413`): it is not read to the end. Any other
+ * refusal (`400`, `415`) waits for the caller to be known (`refuseBody`).
  */
 export function registerJsonBody(fastify: FastifyInstance): void {
   fastify.removeAllContentTypeParsers();
@@ -69,8 +73,20 @@ export function registerJsonBody(fastify: FastifyInstance): void {
     },
   );
   fastify.addContentTypeParser('*', (request, _payload, done) => {
-    if (hasBody(request)) refuseBody(request, notJson());
+    if (hasBody(request)) {
+      refuseBody(request, notJson());
+      (request as FastifyRequest & { [UNREAD]?: true })[UNREAD] = true;
+    }
     done(null, undefined);
+  });
+  // Node reads an unread body to its end to keep the connection: the client's to send, as long
+  // as it likes. Answered with `Connection: close`, the socket goes once the answer is out, as
+  // Fastify does for a body its parser refused.
+  fastify.addHook('onSend', (request, reply, _payload, done) => {
+    if ((request as FastifyRequest & { [UNREAD]?: true })[UNREAD]) {
+      void reply.header('connection', 'close');
+    }
+    done();
   });
 }
 

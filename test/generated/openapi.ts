@@ -384,7 +384,10 @@ export interface components {
         CreateUserDto: {
             /** @example alice */
             username: string;
-            /** @description Default: false */
+            /**
+             * @description Default: false
+             * @example false
+             */
             is_staff?: boolean;
         };
         CreatedUserDto: {
@@ -415,10 +418,14 @@ export interface components {
             flavor: "small" | "medium" | "large";
             /**
              * @description Default: debian-12
+             * @example debian-12
              * @enum {string}
              */
             image?: "debian-12" | "ubuntu-24.04" | "rocky-9" | "alpine-3.20";
-            /** @description Default: empty */
+            /**
+             * @description Default: empty
+             * @example
+             */
             description?: string;
         };
         /** @enum {string} */
@@ -542,7 +549,10 @@ export interface components {
             mode: "error" | "transient" | "hang";
             /** @example host unreachable */
             message?: string;
-            /** @description How many operations it hits. Default: 1 */
+            /**
+             * @description How many operations it hits. Default: 1
+             * @example 1
+             */
             times?: number;
         };
         FaultDto: {

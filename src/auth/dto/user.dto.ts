@@ -14,7 +14,7 @@ export class CreateUserDto {
   })
   username: string;
 
-  @ApiProperty({ required: false, description: 'Default: false' })
+  @ApiProperty({ required: false, example: false, description: 'Default: false' })
   @OptionalButNotNull()
   @IsBoolean({ message: 'is_staff must be true or false' })
   is_staff?: boolean;

@@ -19,12 +19,16 @@ export class CreateInstanceDto {
   @IsIn(FLAVOR_NAMES, { message: FLAVOR_MESSAGE })
   flavor: string;
 
-  @ApiPropertyOptional({ enum: IMAGE_NAMES, description: 'Default: debian-12' })
+  @ApiPropertyOptional({
+    enum: IMAGE_NAMES,
+    example: 'debian-12',
+    description: 'Default: debian-12',
+  })
   @OptionalButNotNull()
   @IsIn(IMAGE_NAMES, { message: `image must be one of: ${IMAGE_NAMES.join(', ')}` })
   image?: string;
 
-  @ApiPropertyOptional({ maxLength: 500, description: 'Default: empty' })
+  @ApiPropertyOptional({ maxLength: 500, example: '', description: 'Default: empty' })
   @OptionalButNotNull()
   @IsString({ message: 'description must be a string' })
   @MaxLength(500, { message: 'description must be at most 500 characters' })

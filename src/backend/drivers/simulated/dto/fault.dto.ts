@@ -45,6 +45,7 @@ export class CreateFaultDto {
     type: 'integer',
     minimum: 1,
     maximum: 1000,
+    example: 1,
     description: 'How many operations it hits. Default: 1',
   })
   @OptionalButNotNull()
