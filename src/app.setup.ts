@@ -12,6 +12,7 @@ import { BODY_LIMIT_BYTES } from './common/body-limit';
 import { endWithError, toErrorBody } from './common/all-exceptions.filter';
 import { serverWithBaseHeaders } from './common/base-headers.server';
 import { inspectBody } from './common/inspect-body.hook';
+import { isUnder } from './common/routes';
 import { registerJsonBody } from './common/json-body.parser';
 import { AppConfig } from './config/app-config';
 import { DASHBOARD_ROUTE } from './dashboard/dashboard.module';
@@ -61,10 +62,15 @@ export function configureApp(app: NestFastifyApplication): void {
     fastify.addHttpMethod(method, { hasBody: true, overrideExisting: true });
   }
   // The dashboard and Swagger UI are served beside Nest's routes, so no guard of the API's answers
-  // a body they refuse: they answer it at once.
+  // a body they refuse: they answer it at once. (The one other route outside Nest, CORS's
+  // preflight when CORS_ORIGINS is set, reads no body.)
+  const besideNest = [
+    DASHBOARD_ROUTE,
+    ...['', '-json', '-yaml'].map((end) => `/${DOCS_PATH}${end}`),
+  ];
   fastify.addHook(
     'preValidation',
-    inspectBody((route) => route.startsWith(DASHBOARD_ROUTE) || route.startsWith(`/${DOCS_PATH}`)),
+    inspectBody((route) => besideNest.some((root) => isUnder(route, root))),
   );
   app.useGlobalPipes(
     new ValidationPipe({

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { connect, type AddressInfo } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import type { Response } from 'supertest';
 import { ApiClient, bearer, InstanceBody } from './support/api';
+import { sendRaw } from './support/raw-http';
 import { startApp, TestApp } from './support/test-app';
 
 /** API.md section 2: tokens, staff-only routes and instance ownership. */
@@ -365,6 +367,13 @@ describe('authentication and ownership', () => {
         ['GET', '/api/simulator/vms'],
       ] as const;
 
+    /** The app's port, for requests supertest would tidy up: listening from the first call. */
+    async function listening(): Promise<number> {
+      const server = t.app.getHttpServer();
+      if (!server.address()) await t.app.listen(0, '127.0.0.1');
+      return (server.address() as AddressInfo).port;
+    }
+
     function call(method: string, path: string, token?: string) {
       const req =
         method === 'GET'
@@ -399,7 +408,7 @@ describe('authentication and ownership', () => {
       expect(faults.body.items.map((f: { id: string }) => f.id)).toEqual([faultId]);
     });
 
-    it('answers 403 before reading the body: one that is not JSON, malformed, or unusable', async () => {
+    it('answers 403 before refusing a body: not JSON, malformed, or unusable', async () => {
       const bodies: [string, string][] = [
         ['application/json', '{bad'],
         ['text/plain', 'set it ok'],
@@ -429,15 +438,34 @@ describe('authentication and ownership', () => {
           .send(text);
         expectError(staff, type === 'text/plain' ? 415 : 400);
       }
+      // A body within the limit on the wire that inflates past it: read, then refused, so late.
+      const inflated = gzipSync(JSON.stringify({ message: 'x'.repeat(70_000) }));
+      for (const [token, status] of [
+        [alice.token, 403],
+        [t.adminToken, 413],
+      ] as const) {
+        // supertest would serialise the Buffer as JSON: the bytes go as they are.
+        const res = await sendRaw(await listening(), {
+          method: 'POST',
+          path: `/api/instances/${vm.id}/set_erred`,
+          headers: [
+            ['Authorization', `Bearer ${token}`],
+            ['Content-Type', 'application/json'],
+            ['Content-Encoding', 'gzip'],
+          ],
+          body: inflated,
+        });
+        expect({ status: res.status, body: res.json }).toMatchObject({
+          status,
+          body: { statusCode: status },
+        });
+      }
       const after = await alice.get(`/api/instances/${vm.id}`).expect(200);
       expect(after.body).toMatchObject({ state: 'online', error_message: '' });
     });
 
     it('ends the connection after refusing a body it left unread, rather than read it all', async () => {
-      const server = t.app.getHttpServer();
-      if (!server.address()) await t.app.listen(0, '127.0.0.1');
-      const { port } = server.address() as AddressInfo;
-      const socket = connect(port, '127.0.0.1');
+      const socket = connect(await listening(), '127.0.0.1');
       socket.on('error', () => undefined);
       socket.setEncoding('utf8');
       let answer = '';

@@ -175,6 +175,17 @@ describe('Swagger UI, the OpenAPI document and the queue dashboard', () => {
 
   // ---- the OpenAPI document -------------------------------------------------------------------
 
+  it('refuses a body it cannot take on its pages at once, though no guard of the API runs there', async () => {
+    for (const path of ['/api/docs', '/api/docs-json', '/API/Docs-JSON']) {
+      const res = await t.http.get(path).set('content-type', 'application/json').send('{bad');
+      expect({ path, status: res.status, message: res.body.message }).toEqual({
+        path,
+        status: 400,
+        message: 'Malformed JSON in request body',
+      });
+    }
+  });
+
   it('GET /api/docs-json is an OpenAPI 3 document', async () => {
     const res = await t.http.get('/api/docs-json').expect(200);
     expect(res.headers['content-type']).toMatch(/application\/json/);
@@ -414,7 +425,7 @@ describe('Swagger UI, the OpenAPI document and the queue dashboard', () => {
       expect(res.text).not.toContain('instance-operations');
     });
 
-    it('refuses a body that is not JSON at once, and acts on nothing', async () => {
+    it('refuses a body it cannot take at once, however the path is spelled, and acts on nothing', async () => {
       const auth = basic('admin', t.adminToken);
       // No guard of the API's runs for the dashboard's routes: the body's refusal is answered
       // before them, in bull-board's error shape.

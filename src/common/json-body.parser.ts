@@ -24,18 +24,17 @@ const DECODERS: Record<string, (body: Buffer, options: { maxOutputLength: number
 /** Where a request keeps the refusal of its body until the caller is known (`refuseBody`). */
 const REFUSAL = Symbol('provisor.bodyRefusal');
 
-/** Set on a request whose body was left unread (`registerJsonBody`). */
-const UNREAD = Symbol('provisor.unreadBody');
-
 /**
- * Marks the request's body as refused, with no body to read: the route's guards, which know who
- * is asking, answer with it once they let the request through (`BodyRefusalGuard`), so that a
- * caller with no token hears `401` and a non-staff caller of a staff-only route `403` (API.md
- * section 4: "before anything else is checked"), whatever the body. The first refusal counts.
+ * Marks the request's body as refused, and leaves it none: the route's guards, which know who is
+ * asking, answer with the refusal once they let the request through (`BodyRefusalGuard`), so
+ * that a caller with no token hears `401` and a non-staff caller of a staff-only route `403`
+ * (API.md section 4: "before anything else is checked"), whatever the body. The first refusal
+ * counts.
  */
 export function refuseBody(request: FastifyRequest, refusal: BodyError): void {
   const holder = request as FastifyRequest & { [REFUSAL]?: BodyError };
   holder[REFUSAL] ??= refusal;
+  request.body = undefined;
 }
 
 /** The refusal `refuseBody` kept for the request, if any. */
@@ -47,12 +46,13 @@ export function bodyRefusalOf(request: object): BodyError | undefined {
  * The one body parser: `application/json` in UTF-8, an object or an array, plain or compressed
  * (gzip, deflate, br), at most `BODY_LIMIT_BYTES` on the wire and once inflated. An empty body
  * is no body, as it is for a client that sets the content type on every request, whatever the
- * type. A body of any other media type (or of none) is refused with `415` unread, and the answer
- * closes the connection rather than read what follows; Fastify's own `text/plain` parser goes,
- * so that no route of the API ever sees a body that is not JSON.
+ * type. A body of any other media type (or of none) is refused with `415` unread; Fastify's own
+ * `text/plain` parser goes, so that no route of the API ever sees a body that is not JSON.
  *
- * A JSON body over the limit is refused at once (`413`): it is not read to the end. Any other
- * refusal (`400`, `415`) waits for the caller to be known (`refuseBody`).
+ * Refusals wait for the caller to be known (`refuseBody`), but for a body over the limit on the
+ * wire: Fastify answers that `413` itself, without reading the rest. An answer given while part
+ * of the body is still on the wire closes the connection, so the client cannot make the server
+ * read what it has no use for.
  */
 export function registerJsonBody(fastify: FastifyInstance): void {
   fastify.removeAllContentTypeParsers();
@@ -63,29 +63,21 @@ export function registerJsonBody(fastify: FastifyInstance): void {
       try {
         done(null, parseJsonBody(request.headers, body as Buffer));
       } catch (error) {
-        if (error instanceof BodyError && error.statusCode !== 413) {
-          refuseBody(request, error);
-          done(null, undefined);
-        } else {
-          done(error as Error, undefined);
-        }
+        if (!(error instanceof BodyError)) return done(error as Error, undefined);
+        refuseBody(request, error);
+        done(null, undefined);
       }
     },
   );
   fastify.addContentTypeParser('*', (request, _payload, done) => {
-    if (hasBody(request)) {
-      refuseBody(request, notJson());
-      (request as FastifyRequest & { [UNREAD]?: true })[UNREAD] = true;
-    }
+    if (hasBody(request)) refuseBody(request, notJson());
     done(null, undefined);
   });
-  // Node reads an unread body to its end to keep the connection: the client's to send, as long
-  // as it likes. Answered with `Connection: close`, the socket goes once the answer is out, as
-  // Fastify does for a body its parser refused.
+  // Node reads an answered request's unread body to its end, to keep the connection for the
+  // next request: the client's to send, until the request timeout. Fastify closes the connection
+  // after the refusals it answers itself; this does the same for every other answer.
   fastify.addHook('onSend', (request, reply, _payload, done) => {
-    if ((request as FastifyRequest & { [UNREAD]?: true })[UNREAD]) {
-      void reply.header('connection', 'close');
-    }
+    if (!request.raw.complete) void reply.header('connection', 'close');
     done();
   });
 }

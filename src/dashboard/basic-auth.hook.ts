@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Queue } from 'bull';
 import type { UsersService } from '../auth/users.service';
 import { ErrorLog, toErrorBody } from '../common/all-exceptions.filter';
+import { isUnder } from '../common/routes';
 
 /**
  * An `onRequest` hook: staff only, on every route Fastify matched under `route` (the dashboard's
@@ -12,8 +13,7 @@ import { ErrorLog, toErrorBody } from '../common/all-exceptions.filter';
 export function staffOnlyUnder(route: string, users: UsersService, queue: Queue, logger: ErrorLog) {
   const auth = staffBasicAuth(users, queue);
   return async (request: FastifyRequest, reply: FastifyReply) => {
-    const matched = request.routeOptions.url;
-    if (matched !== route && !matched?.startsWith(`${route}/`)) return;
+    if (!isUnder(request.routeOptions.url, route)) return;
     try {
       // A hook that answers returns the reply, so that Fastify goes no further.
       if (await auth(request, reply)) return reply;
