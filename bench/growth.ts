@@ -9,7 +9,8 @@ import {
 import type { BenchDatabase } from './database';
 import type { CpuMeter, LoadCpu, ServiceProcess } from './service';
 import { TRANSITIONAL_STATES } from '../src/state-machine/instance.machine';
-import { median, round } from './stats';
+import { median, medianCpu, medianLoad } from './median';
+import { round } from './stats';
 
 const TRANSITIONAL_QUERY = TRANSITIONAL_STATES.map((s) => `state=${s}`).join('&');
 export const LIST_PATH = '/api/instances?state=online&limit=50';
@@ -75,9 +76,9 @@ export interface GrowthContext {
  * rounds. The accepted instances are left to finish before the next measurement, so each starts
  * with an idle worker; they stay in the table, which is why the next size is topped up by seeding.
  *
- * One accept run lasts a second or two, and its p99 is about its 20th-slowest answer: with 64
- * requests in flight, a single pause of the machine or of the process (a collection, a
- * checkpoint's fsync) delays that many at once and decides it. Three benches of one build
+ * One accept run lasts a few seconds, and at the default 4,000 requests its p99 is about its
+ * 40th-slowest answer: with 64 requests in flight, a single pause of the machine or of the
+ * process (a collection, a checkpoint's fsync) delays more than that at once and decides it. Three benches of one build
  * (`--n 200 --growth 1000,100000 --accept 2000`) measured create p99s of 76, 69 and 48 ms at
  * 1,000 rows and 56, 50 and 76 ms at 100,000: growth ratios of 0.73, 0.73 and 1.58. Each
  * size therefore runs `acceptRounds` rounds (creates, the polling read, stops) and reports each
@@ -152,9 +153,9 @@ export async function growthStep(
     });
 
   const rounds: AcceptRound[] = [];
-  for (let round = 1; round <= ctx.acceptRounds; round++) {
-    const roundRows = round === 1 ? rows : await database.countInstances();
-    const tag = ctx.acceptRounds > 1 ? `, round ${round}` : '';
+  for (let n = 1; n <= ctx.acceptRounds; n++) {
+    const roundRows = n === 1 ? rows : await database.countInstances();
+    const tag = ctx.acceptRounds > 1 ? `, round ${n}` : '';
     const create = await creates(roundRows, tag);
     const createDrain = await waitQuiet(ctx, create.ids.length);
 
@@ -215,9 +216,18 @@ export async function growthStep(
     listTotal,
     list,
     rounds,
-    create: medianLoad(rounds.map((r) => r.create)),
-    poll: medianLoad(rounds.map((r) => r.poll)),
-    stop: medianLoad(rounds.map((r) => r.stop)),
+    create: medianLoad(
+      `POST /api/instances (${rows} rows)`,
+      rounds.map((r) => r.create),
+    ),
+    poll: medianLoad(
+      `GET /api/instances/{id} (${rows} rows)`,
+      rounds.map((r) => r.poll),
+    ),
+    stop: medianLoad(
+      `POST /api/instances/{id}/stop (${rows} rows)`,
+      rounds.map((r) => r.stop),
+    ),
     cpu: {
       create: medianCpu(rounds.map((r) => r.cpu.create)),
       poll: medianCpu(rounds.map((r) => r.cpu.poll)),
@@ -228,58 +238,6 @@ export async function growthStep(
       stop: median(rounds.map((r) => r.drainSeconds.stop)),
     },
     ...(queuePaused ? { queuePaused } : {}),
-  };
-}
-
-/**
- * Runs of one kind as one result: each rate, time and latency figure is the median of the runs'
- * (so one run that met a pause of the machine does not decide it, as it would a single run's
- * p99), and the counts (requests, non-2xx answers, errors) are their sums.
- */
-export function medianLoad(runs: readonly LoadResult[]): LoadResult {
-  const mid = (pick: (run: LoadResult) => number) => median(runs.map(pick));
-  const statusCodes: Record<string, number> = {};
-  for (const run of runs) {
-    for (const [code, count] of Object.entries(run.statusCodes)) {
-      statusCodes[code] = (statusCodes[code] ?? 0) + count;
-    }
-  }
-  const sum = (pick: (run: LoadResult) => number) => runs.reduce((a, run) => a + pick(run), 0);
-  return {
-    title: runs.length === 1 ? runs[0].title : `${runs[0].title}, median of ${runs.length}`,
-    count: sum((r) => r.count),
-    p50Ms: mid((r) => r.p50Ms),
-    p99Ms: mid((r) => r.p99Ms),
-    meanMs: mid((r) => r.meanMs),
-    maxMs: mid((r) => r.maxMs),
-    firstOnConnection: {
-      count: sum((r) => r.firstOnConnection.count),
-      p50Ms: mid((r) => r.firstOnConnection.p50Ms),
-      p99Ms: mid((r) => r.firstOnConnection.p99Ms),
-      meanMs: mid((r) => r.firstOnConnection.meanMs),
-      maxMs: mid((r) => r.firstOnConnection.maxMs),
-    },
-    requests: sum((r) => r.requests),
-    seconds: mid((r) => r.seconds),
-    perSecond: mid((r) => r.perSecond),
-    non2xx: sum((r) => r.non2xx),
-    errors: sum((r) => r.errors),
-    timeouts: sum((r) => r.timeouts),
-    statusCodes,
-    clientCpuPercent: mid((r) => r.clientCpuPercent),
-  };
-}
-
-/** Each figure the median of the runs' that have it; null where none has. */
-export function medianCpu(runs: readonly LoadCpu[]): LoadCpu {
-  const mid = (pick: (cpu: LoadCpu) => number | null) => {
-    const known = runs.map(pick).filter((v): v is number => v !== null);
-    return known.length ? median(known) : null;
-  };
-  return {
-    msPerRequest: mid((c) => c.msPerRequest),
-    mainThreadMsPerRequest: mid((c) => c.mainThreadMsPerRequest),
-    mainThreadBusyPercent: mid((c) => c.mainThreadBusyPercent),
   };
 }
 

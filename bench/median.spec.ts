@@ -1,5 +1,4 @@
-import { median } from './stats';
-import { medianCpu, medianLoad } from './growth';
+import { median, medianCpu, medianLoad } from './median';
 import type { LoadResult } from './client';
 
 function run(perSecond: number, p99Ms: number, statusCodes: Record<string, number>): LoadResult {
@@ -44,16 +43,16 @@ describe('medianLoad', () => {
       run(2100, 48.1, { '202': 2000 }),
       run(1950, 69, { '202': 2000 }),
     ];
-    const merged = medianLoad(rounds);
+    const merged = medianLoad('POST /api/instances (1000 rows)', rounds);
     expect(merged.perSecond).toBe(1950);
     expect(merged.p99Ms).toBe(69);
     expect(merged.maxMs).toBe(138);
     expect(merged.firstOnConnection.maxMs).toBe(69);
-    expect(merged.title).toBe('POST /api/instances (1000 rows, round 1), median of 3');
+    expect(merged.title).toBe('POST /api/instances (1000 rows), median of 3');
   });
 
   it('sums the counts, so a failure in any round stays in the result', () => {
-    const merged = medianLoad([
+    const merged = medianLoad('POST /api/instances (1000 rows)', [
       run(2000, 50, { '202': 2000 }),
       run(2000, 50, { '202': 1998, '503': 2 }),
       run(2000, 50, { '202': 2000 }),

@@ -28,13 +28,6 @@ export function summarize(samples: readonly number[]): Latency {
   };
 }
 
-/** The middle value; the mean of the two middle ones for an even count. */
-export function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const half = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[half] : round((sorted[half - 1] + sorted[half]) / 2, 3);
-}
-
 export function round(value: number, digits = 2): number {
   const scale = 10 ** digits;
   return Math.round(value * scale) / scale;
