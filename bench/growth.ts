@@ -15,6 +15,11 @@ import { round } from './stats';
 const TRANSITIONAL_QUERY = TRANSITIONAL_STATES.map((s) => `state=${s}`).join('&');
 export const LIST_PATH = '/api/instances?state=online&limit=50';
 const LIST_REQUESTS = 1000;
+/** The accept runs' requests, as their results are titled. */
+const CREATE = 'POST /api/instances';
+const POLL = 'GET /api/instances/{id}';
+const STOP = 'POST /api/instances/{id}/stop';
+const titled = (request: string, rows: number, tag = '') => `${request} (${rows} rows${tag})`;
 const LIST_WARMUP = 20;
 
 /** One round of the accept runs at a table size. */
@@ -78,11 +83,11 @@ export interface GrowthContext {
  *
  * One accept run lasts a few seconds, and at the default 4,000 requests its p99 is about its
  * 40th-slowest answer: with 64 requests in flight, a single pause of the machine or of the
- * process (a collection, a checkpoint's fsync) delays more than that at once and decides it. Three benches of one build
- * (`--n 200 --growth 1000,100000 --accept 2000`) measured create p99s of 76, 69 and 48 ms at
- * 1,000 rows and 56, 50 and 76 ms at 100,000: growth ratios of 0.73, 0.73 and 1.58. Each
- * size therefore runs `acceptRounds` rounds (creates, the polling read, stops) and reports each
- * figure as the rounds' median, keeping every round in the results.
+ * process (a collection, a checkpoint's fsync) delays more than that at once and decides it.
+ * Three benches of one build (`--n 200 --growth 1000,100000 --accept 2000`) measured create p99s
+ * of 76, 69 and 48 ms at 1,000 rows and 56, 50 and 76 ms at 100,000: growth ratios of 0.73, 0.73
+ * and 1.58. Each size therefore runs `acceptRounds` rounds (creates, the polling read, stops) and
+ * reports each figure as the rounds' median, keeping every round in the results.
  */
 export async function growthStep(
   ctx: GrowthContext,
@@ -118,7 +123,7 @@ export async function growthStep(
     const ids: string[] = [];
     const meter = ctx.service.meter();
     const result = await load({
-      title: `POST /api/instances (${tableRows} rows${tag})`,
+      title: titled(CREATE, tableRows, tag),
       connections: ctx.concurrency,
       amount: ctx.acceptRequests,
       build: (i) => ({
@@ -145,7 +150,7 @@ export async function growthStep(
 
   const stops = (ids: string[], title: string, meter?: CpuMeter) =>
     load({
-      title: `POST /api/instances/{id}/stop (${title})`,
+      title: `${STOP} (${title})`,
       connections: ctx.concurrency,
       amount: ids.length,
       build: (i) => ({ method: 'POST', path: `/api/instances/${ids[i]}/stop` }),
@@ -161,7 +166,7 @@ export async function growthStep(
 
     const pollMeter = ctx.service.meter();
     const poll = await load({
-      title: `GET /api/instances/{id} (${roundRows} rows${tag})`,
+      title: titled(POLL, roundRows, tag),
       connections: ctx.concurrency,
       amount: ctx.acceptRequests,
       build: (i) => ({
@@ -217,15 +222,15 @@ export async function growthStep(
     list,
     rounds,
     create: medianLoad(
-      `POST /api/instances (${rows} rows)`,
+      titled(CREATE, rows),
       rounds.map((r) => r.create),
     ),
     poll: medianLoad(
-      `GET /api/instances/{id} (${rows} rows)`,
+      titled(POLL, rows),
       rounds.map((r) => r.poll),
     ),
     stop: medianLoad(
-      `POST /api/instances/{id}/stop (${rows} rows)`,
+      titled(STOP, rows),
       rounds.map((r) => r.stop),
     ),
     cpu: {

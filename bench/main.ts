@@ -259,8 +259,8 @@ async function run(options: BenchOptions, results: BenchResults, cleanup: Cleanu
       const loads = [step.list, ...step.rounds.flatMap((r) => [r.create, r.poll, r.stop])];
       if (step.queuePaused) loads.push(step.queuePaused.create);
       results.errors.push(...loads.flatMap(assertClean));
-      const rates = (pick: (round: AcceptRound) => LoadResult) =>
-        step.rounds.map((round) => pick(round).perSecond).join(' / ');
+      const rates = (pick: (each: AcceptRound) => LoadResult) =>
+        step.rounds.map((each) => pick(each).perSecond).join(' / ');
       log(
         `  list p50 ${step.list.p50Ms} ms; req/s by round: create ${rates((r) => r.create)}; ` +
           `GET one ${rates((r) => r.poll)}; stop ${rates((r) => r.stop)}` +

@@ -22,13 +22,12 @@ const PROTOTYPE_KEYS = new Set([...Object.getOwnPropertyNames(Object.prototype),
  * matched, however its path was spelled: the queue dashboard, Swagger UI), where this hook
  * answers it, the parser's included.
  */
-export function inspectBody(answeredAtOnce: (route: string) => boolean) {
+export function inspectBody(answeredAtOnce: (route: string | undefined) => boolean) {
   return (request: FastifyRequest, _reply: unknown, done: (error?: Error) => void): void => {
     const refusal = refusalOf(request);
     if (refusal) refuseBody(request, refusal);
     const kept = bodyRefusalOf(request);
-    const route = request.routeOptions.url;
-    if (kept && route !== undefined && answeredAtOnce(route)) done(kept);
+    if (kept && answeredAtOnce(request.routeOptions.url)) done(kept);
     else done();
   };
 }
