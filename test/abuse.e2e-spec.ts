@@ -35,6 +35,21 @@ describe('rate limit per token', () => {
       message: expect.stringContaining('5 requests a minute'),
     });
 
+    // A spent token hears 429 before anything about its body: malformed, not JSON, or unusable.
+    for (const [type, text] of [
+      ['application/json', '{bad'],
+      ['text/plain', 'a VM please'],
+      ['application/json', '{"__proto__": {}}'],
+    ]) {
+      const res = await t.http
+        .post('/api/instances')
+        .set(bearer(alice.token))
+        .set('content-type', type)
+        .send(text);
+      expect({ type, text, status: res.status }).toEqual({ type, text, status: 429 });
+      expect(res.headers['retry-after']).toBeDefined();
+    }
+
     // Nothing was created: bob, counted apart from alice, sees through staff eyes.
     const admin = new ApiClient(t.http, t.adminToken);
     expect((await admin.get('/api/instances?name=over').expect(200)).body.total).toBe(0);
