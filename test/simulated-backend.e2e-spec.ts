@@ -6,7 +6,7 @@ import { SimFaultsService } from '../src/backend/drivers/simulated/sim-faults.se
 import { SimVm } from '../src/backend/drivers/simulated/sim-vm.entity';
 import { SimulatedBackend } from '../src/backend/drivers/simulated/simulated.backend';
 import { AppConfig } from '../src/config/app-config';
-import { EntityStatements } from '../src/database/entity-statements';
+import { EntityStatements, Statements } from '../src/database/entity-statements';
 import { TransactionRunner } from '../src/database/transaction-runner';
 import { untilWaitingOnLock } from './support/pg-locks';
 import { startApp, TestApp } from './support/test-app';
@@ -42,6 +42,7 @@ describe('the simulated cloud', () => {
       faults,
       { ...t.app.get(AppConfig), ...config } as AppConfig,
       t.app.get(DataSource),
+      t.app.get(Statements),
     );
   }
 

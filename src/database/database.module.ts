@@ -3,6 +3,7 @@ import { fdatasync } from 'node:fs';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { AppConfig } from '../config/app-config';
 import { dataSourceOptions } from './data-source-options';
+import { Statements } from './entity-statements';
 import { TransactionRunner } from './transaction-runner';
 import { SYNC_FILE } from './wal-sync';
 
@@ -19,7 +20,7 @@ import { SYNC_FILE } from './wal-sync';
       }),
     }),
   ],
-  providers: [TransactionRunner, { provide: SYNC_FILE, useValue: fdatasync }],
-  exports: [TransactionRunner],
+  providers: [TransactionRunner, Statements, { provide: SYNC_FILE, useValue: fdatasync }],
+  exports: [TransactionRunner, Statements],
 })
 export class DatabaseModule {}

@@ -1,7 +1,9 @@
+import { Injectable } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
 import type { Database as SqliteDatabase, Statement as SqliteStatement } from 'better-sqlite3';
 import type { Pool } from 'pg';
-import { QueryFailedError } from 'typeorm';
-import type { DataSource, EntityManager, EntityTarget, ObjectLiteral } from 'typeorm';
+import { DataSource, QueryFailedError } from 'typeorm';
+import type { EntityManager, EntityTarget, ObjectLiteral } from 'typeorm';
 import type { BetterSqlite3Driver } from 'typeorm/driver/better-sqlite3/BetterSqlite3Driver';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
@@ -889,5 +891,25 @@ export class EntityStatements<T extends ObjectLiteral> {
       this.sqlCache.set(key, sql);
     }
     return sql;
+  }
+}
+
+/**
+ * Every service's `EntityStatements`, one per entity: the services that read or write one table
+ * share its column mapping and its cache of built SQL, rather than each building its own.
+ */
+@Injectable()
+export class Statements {
+  private readonly byEntity = new Map<EntityTarget<ObjectLiteral>, EntityStatements<ObjectLiteral>>();
+
+  constructor(@InjectDataSource() private readonly dataSource: DataSource) {}
+
+  of<T extends ObjectLiteral>(entity: EntityTarget<T>): EntityStatements<T> {
+    let statements = this.byEntity.get(entity);
+    if (!statements) {
+      statements = new EntityStatements<ObjectLiteral>(this.dataSource, entity);
+      this.byEntity.set(entity, statements);
+    }
+    return statements as EntityStatements<T>;
   }
 }

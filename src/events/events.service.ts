@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
 import { DataSource, Repository } from 'typeorm';
 import type { Actor } from '../auth/actor';
-import { EntityStatements } from '../database/entity-statements';
+import { EntityStatements, Statements } from '../database/entity-statements';
 import { TransactionRunner } from '../database/transaction-runner';
 import { InstanceEvent } from '../state-machine/instance-event.entity';
 
@@ -25,8 +25,9 @@ export class EventsService {
     @InjectRepository(InstanceEvent) private readonly events: Repository<InstanceEvent>,
     private readonly tx: TransactionRunner,
     @InjectDataSource() private readonly dataSource: DataSource,
+    statements: Statements,
   ) {
-    this.statements = new EntityStatements(dataSource, InstanceEvent);
+    this.statements = statements.of(InstanceEvent);
   }
 
   /** The newest event id now stored (0 when none): where a stream without Last-Event-ID starts. */

@@ -3,7 +3,7 @@ import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
 import { DataSource, Repository } from 'typeorm';
 import type { Actor } from '../auth/actor';
 import { DomainError } from '../common/domain-error';
-import { EntityStatements } from '../database/entity-statements';
+import { EntityStatements, Statements } from '../database/entity-statements';
 import { TransactionRunner } from '../database/transaction-runner';
 import { InstanceTransition } from '../state-machine/instance-transition.entity';
 import { InstanceCount } from '../state-machine/instance-count.entity';
@@ -24,8 +24,9 @@ export class InstanceQueries {
     private readonly transitions: Repository<InstanceTransition>,
     private readonly tx: TransactionRunner,
     @InjectDataSource() private readonly dataSource: DataSource,
+    statements: Statements,
   ) {
-    this.statements = new EntityStatements(dataSource, Instance);
+    this.statements = statements.of(Instance);
   }
 
   /**

@@ -3,7 +3,7 @@ import { InjectRepository } from '@nestjs/typeorm';
 import { In, Repository, SelectQueryBuilder } from 'typeorm';
 import { AppConfig } from '../config/app-config';
 import { PeriodicTask } from '../common/periodic-task';
-import { EntityStatements } from '../database/entity-statements';
+import { EntityStatements, Statements } from '../database/entity-statements';
 import { TransactionRunner } from '../database/transaction-runner';
 import { Operation, OperationStatus, RELAY_GRACE_MS } from '../state-machine/operation.entity';
 import { JobDispatcher } from './job-dispatcher';
@@ -30,8 +30,9 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     private readonly dispatcher: JobDispatcher,
     private readonly tx: TransactionRunner,
     private readonly config: AppConfig,
+    statements: Statements,
   ) {
-    this.statements = new EntityStatements(operations.manager.connection, Operation);
+    this.statements = statements.of(Operation);
   }
 
   onApplicationBootstrap(): void {

@@ -7,6 +7,7 @@ import { DomainError, DomainErrorCode } from '../common/domain-error';
 import { AppConfig } from '../config/app-config';
 import { validateEnvironment } from '../config/environment';
 import { dataSourceOptions } from '../database/data-source-options';
+import { Statements } from '../database/entity-statements';
 import { TransactionRunner } from '../database/transaction-runner';
 import { OPERATION_SCHEDULED } from './domain-events';
 import { InstanceEvent } from './instance-event.entity';
@@ -49,7 +50,7 @@ describe('TransitionService', () => {
         }),
         TypeOrmModule.forFeature([Instance, InstanceTransition, InstanceEvent, Operation]),
       ],
-      providers: [TransactionRunner, TransitionService],
+      providers: [TransactionRunner, Statements, TransitionService],
     }).compile();
     await moduleRef.init();
     service = moduleRef.get(TransitionService);

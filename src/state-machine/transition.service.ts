@@ -6,7 +6,13 @@ import { DatabaseError } from 'pg';
 import { DataSource, EntityManager, QueryFailedError } from 'typeorm';
 import type { Actor } from '../auth/actor';
 import { DomainError, DomainErrorCode } from '../common/domain-error';
-import { EntityStatements, TaggedChange, Where, execute } from '../database/entity-statements';
+import {
+  EntityStatements,
+  Statements,
+  TaggedChange,
+  Where,
+  execute,
+} from '../database/entity-statements';
 import { NotSent, StatementGroup } from '../database/statement-group';
 import { EVENT_LOG_LOCK, TransactionRunner } from '../database/transaction-runner';
 import { INSTANCE_EVENT, OPERATION_SCHEDULED, OperationScheduledSignal } from './domain-events';
@@ -155,11 +161,12 @@ export class TransitionService {
     private readonly tx: TransactionRunner,
     private readonly emitter: EventEmitter2,
     @InjectDataSource() private readonly dataSource: DataSource,
+    statements: Statements,
   ) {
-    this.instances = new EntityStatements(dataSource, Instance);
-    this.operations = new EntityStatements(dataSource, Operation);
-    this.transitions = new EntityStatements(dataSource, InstanceTransition);
-    this.events = new EntityStatements(dataSource, InstanceEvent);
+    this.instances = statements.of(Instance);
+    this.operations = statements.of(Operation);
+    this.transitions = statements.of(InstanceTransition);
+    this.events = statements.of(InstanceEvent);
     const shape = (entity: typeof Operation | typeof Instance): CopyShape => {
       const { columns } = dataSource.getMetadata(entity);
       return {

@@ -3,7 +3,7 @@ import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
 import { randomUUID } from 'node:crypto';
 import { DataSource, Repository } from 'typeorm';
 import { DomainError } from '../../../common/domain-error';
-import { EntityStatements } from '../../../database/entity-statements';
+import { EntityStatements, Statements } from '../../../database/entity-statements';
 import { TransactionRunner } from '../../../database/transaction-runner';
 import { FaultMode, SimFault, SimOperation } from './sim-fault.entity';
 import { SimVm } from './sim-vm.entity';
@@ -32,8 +32,9 @@ export class SimFaultsService {
     @InjectRepository(SimVm) private readonly vms: Repository<SimVm>,
     private readonly tx: TransactionRunner,
     @InjectDataSource() private readonly dataSource: DataSource,
+    statements: Statements,
   ) {
-    this.armed = new EntityStatements(dataSource, SimFault);
+    this.armed = statements.of(SimFault);
   }
 
   async arm(input: NewFault): Promise<SimFault> {

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { DataSource, EntityManager } from 'typeorm';
 import { AppConfig } from '../../../config/app-config';
-import { EntityStatements } from '../../../database/entity-statements';
+import { EntityStatements, Statements } from '../../../database/entity-statements';
 import { TransactionRunner } from '../../../database/transaction-runner';
 import {
   BackendError,
@@ -56,8 +56,9 @@ export class SimulatedBackend implements CloudBackend {
     private readonly faults: SimFaultsService,
     private readonly config: AppConfig,
     @InjectDataSource() private readonly dataSource: DataSource,
+    statements: Statements,
   ) {
-    this.statements = new EntityStatements(dataSource, SimVm);
+    this.statements = statements.of(SimVm);
   }
 
   async provision(ctx: OperationContext, spec: VmSpec): Promise<{ backendId: string }> {
