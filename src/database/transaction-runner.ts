@@ -88,6 +88,7 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
   private checkpointer: WalCheckpointer | null = null;
   private shuttingDown = false;
   private totalChangesStatement?: { get(): unknown };
+  private savepoint?: Savepoint;
   /** While a group holds the shared SQLite connection: settles once the group is over. */
   private groupOver: Promise<void> | null = null;
   /** Reads (`read`) under way on that connection, and the group waiting for them to end. */
@@ -249,6 +250,7 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
       return false;
     }
     const runner = this.dataSource.createQueryRunner();
+    const savepoint = this.savepointStatements();
     const done: { pending: Pending; value: unknown }[] = [];
     let current: Pending | null = null;
     /** How many queued transactions the group took: none if it failed before its first. */
@@ -263,10 +265,10 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
       while (taken < MAX_GROUP && this.queue.length > 0 && performance.now() - started < GROUP_MS) {
         current = this.queue.shift()!;
         taken++;
-        await runner.startTransaction(); // SAVEPOINT
+        savepoint.begin.run();
         try {
           const value = await current.work(runner.manager);
-          await runner.commitTransaction(); // RELEASE
+          savepoint.release.run();
           done.push({ pending: current, value });
         } catch (error) {
           if (!this.sqliteConnection().inTransaction) {
@@ -277,7 +279,8 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
             throw new GroupAborted(error);
           }
           // Undone before its caller hears of it: the caller's next read sees none of it.
-          await runner.rollbackTransaction(); // ROLLBACK TO
+          savepoint.rollback.run();
+          savepoint.release.run();
           current.reject(error);
         }
         current = null;
@@ -369,6 +372,25 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
     return this.totalChangesStatement.get() as number;
   }
 
+  /**
+   * Each transaction's savepoint in its group, as statements of the connection: through TypeORM's
+   * runner each would also broadcast two transaction events and take several promise hops, and a
+   * group runs two of them for every transaction it takes. The group's own BEGIN and COMMIT stay
+   * TypeORM's, so the runner that `work` is given knows it is in a transaction.
+   */
+  private savepointStatements(): Savepoint {
+    const connection = this.sqliteConnection();
+    if (this.savepoint?.connection !== connection) {
+      this.savepoint = {
+        connection,
+        begin: connection.prepare(`SAVEPOINT ${SAVEPOINT}`),
+        release: connection.prepare(`RELEASE ${SAVEPOINT}`),
+        rollback: connection.prepare(`ROLLBACK TO ${SAVEPOINT}`),
+      };
+    }
+    return this.savepoint;
+  }
+
   private sqliteConnection(): SqliteConnection {
     return (this.dataSource.driver as BetterSqlite3Driver).databaseConnection as SqliteConnection;
   }
@@ -428,7 +450,17 @@ interface SqliteConnection {
   readonly memory: boolean;
   exec(sql: string): unknown;
   pragma(sql: string, options?: { simple: true }): unknown;
-  prepare(sql: string): { pluck(): { get(): unknown } };
+  prepare(sql: string): { pluck(): { get(): unknown }; run(): unknown };
+}
+
+/** The savepoint each transaction of a group runs in, and its statements on one connection. */
+const SAVEPOINT = 'provisor_transaction';
+
+interface Savepoint {
+  connection: SqliteConnection;
+  begin: { run(): unknown };
+  release: { run(): unknown };
+  rollback: { run(): unknown };
 }
 
 /**
