@@ -739,7 +739,9 @@ export class TransitionService {
       for (const { where, set } of operationUpdates) await this.operations.update(em, where, set);
       await this.events.insertNumbered(em, events);
       if (counts.length === 0) return true;
-      await em.query(
+      await execute(
+        this.dataSource,
+        em,
         `INSERT INTO instance_counts (owner_id, state, count) VALUES ${counts.map(() => '(?, ?, ?)').join(', ')} ${ADD_TO_COUNT}`,
         counts.flatMap((row) => [row.ownerId, row.state, row.delta]),
       );
