@@ -900,7 +900,10 @@ export class EntityStatements<T extends ObjectLiteral> {
  */
 @Injectable()
 export class Statements {
-  private readonly byEntity = new Map<EntityTarget<ObjectLiteral>, EntityStatements<ObjectLiteral>>();
+  private readonly byEntity = new Map<
+    EntityTarget<ObjectLiteral>,
+    EntityStatements<ObjectLiteral>
+  >();
 
   constructor(@InjectDataSource() private readonly dataSource: DataSource) {}
 
