@@ -11,6 +11,7 @@ import { fdatasync } from 'node:fs';
 import { DataSource, EntityManager, QueryRunner } from 'typeorm';
 import type { BetterSqlite3Driver } from 'typeorm/driver/better-sqlite3/BetterSqlite3Driver';
 import { DateUtils } from 'typeorm/util/DateUtils';
+import { execute } from './entity-statements';
 import { WalCheckpointer } from './wal-checkpointer';
 import { SYNC_FILE, type SyncFile, WalSync } from './wal-sync';
 
@@ -27,6 +28,14 @@ const YIELD_AFTER_MS = 10;
 export enum Lease {
   StuckSweep = 0x50525357, // "PRSW"
 }
+
+/**
+ * The savepoint each transaction of a SQLite group runs in. Its statements go through `execute`,
+ * as the transactions' own do: through TypeORM's runner each would also broadcast two transaction
+ * events and take several promise hops, for every request and every job step. The group's BEGIN
+ * and COMMIT stay TypeORM's, so the runner that `work` is given knows it is in a transaction.
+ */
+const SAVEPOINT = 'provisor_transaction';
 
 /** The most transactions that share one SQLite commit, and the longest a group takes in. */
 const MAX_GROUP = 64;
@@ -88,7 +97,6 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
   private checkpointer: WalCheckpointer | null = null;
   private shuttingDown = false;
   private totalChangesStatement?: { get(): unknown };
-  private savepoint?: Savepoint;
   /** While a group holds the shared SQLite connection: settles once the group is over. */
   private groupOver: Promise<void> | null = null;
   /** Reads (`read`) under way on that connection, and the group waiting for them to end. */
@@ -250,7 +258,7 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
       return false;
     }
     const runner = this.dataSource.createQueryRunner();
-    const savepoint = this.savepointStatements();
+    const savepoint = (sql: string) => execute(this.dataSource, runner.manager, sql, []);
     const done: { pending: Pending; value: unknown }[] = [];
     let current: Pending | null = null;
     /** How many queued transactions the group took: none if it failed before its first. */
@@ -265,10 +273,10 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
       while (taken < MAX_GROUP && this.queue.length > 0 && performance.now() - started < GROUP_MS) {
         current = this.queue.shift()!;
         taken++;
-        savepoint.begin.run();
+        await savepoint(`SAVEPOINT ${SAVEPOINT}`);
         try {
           const value = await current.work(runner.manager);
-          savepoint.release.run();
+          await savepoint(`RELEASE ${SAVEPOINT}`);
           done.push({ pending: current, value });
         } catch (error) {
           if (!this.sqliteConnection().inTransaction) {
@@ -279,8 +287,8 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
             throw new GroupAborted(error);
           }
           // Undone before its caller hears of it: the caller's next read sees none of it.
-          savepoint.rollback.run();
-          savepoint.release.run();
+          await savepoint(`ROLLBACK TO ${SAVEPOINT}`);
+          await savepoint(`RELEASE ${SAVEPOINT}`);
           current.reject(error);
         }
         current = null;
@@ -372,25 +380,6 @@ export class TransactionRunner implements BeforeApplicationShutdown, OnApplicati
     return this.totalChangesStatement.get() as number;
   }
 
-  /**
-   * Each transaction's savepoint in its group, as statements of the connection: through TypeORM's
-   * runner each would also broadcast two transaction events and take several promise hops, and a
-   * group runs two of them for every transaction it takes. The group's own BEGIN and COMMIT stay
-   * TypeORM's, so the runner that `work` is given knows it is in a transaction.
-   */
-  private savepointStatements(): Savepoint {
-    const connection = this.sqliteConnection();
-    if (this.savepoint?.connection !== connection) {
-      this.savepoint = {
-        connection,
-        begin: connection.prepare(`SAVEPOINT ${SAVEPOINT}`),
-        release: connection.prepare(`RELEASE ${SAVEPOINT}`),
-        rollback: connection.prepare(`ROLLBACK TO ${SAVEPOINT}`),
-      };
-    }
-    return this.savepoint;
-  }
-
   private sqliteConnection(): SqliteConnection {
     return (this.dataSource.driver as BetterSqlite3Driver).databaseConnection as SqliteConnection;
   }
@@ -450,17 +439,7 @@ interface SqliteConnection {
   readonly memory: boolean;
   exec(sql: string): unknown;
   pragma(sql: string, options?: { simple: true }): unknown;
-  prepare(sql: string): { pluck(): { get(): unknown }; run(): unknown };
-}
-
-/** The savepoint each transaction of a group runs in, and its statements on one connection. */
-const SAVEPOINT = 'provisor_transaction';
-
-interface Savepoint {
-  connection: SqliteConnection;
-  begin: { run(): unknown };
-  release: { run(): unknown };
-  rollback: { run(): unknown };
+  prepare(sql: string): { pluck(): { get(): unknown } };
 }
 
 /**
