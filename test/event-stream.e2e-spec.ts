@@ -85,6 +85,12 @@ describe('GET /api/events/stream', () => {
   it('needs a token: 401 without one', async () => {
     expect((await stream('/api/events/stream')).status).toBe(401);
     expect((await stream('/api/events/stream?access_token=nope')).status).toBe(401);
+    // The stream's refusal says how to send a token without a header (a browser's EventSource);
+    // other routes take the header alone, and say only that.
+    const refused = await t.http.get('/api/events/stream').expect(401);
+    expect(refused.body.message).toContain('?access_token=<token>');
+    const elsewhere = await t.http.get('/api/events').expect(401);
+    expect(elsewhere.body.message).toBe('Missing bearer token: send Authorization: Bearer <token>');
   });
 
   it('sends each event as it happens, with id: and data: only, in order (token as ?access_token=)', async () => {

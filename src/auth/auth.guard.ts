@@ -25,7 +25,12 @@ export class AuthGuard implements CanActivate {
     const allowQuery = this.reflector.getAllAndOverride<boolean>(QUERY_TOKEN, targets);
     const token = bearerToken(request) ?? (allowQuery ? queryToken(request) : null);
     if (!token) {
-      throw new UnauthorizedException('Missing bearer token: send Authorization: Bearer <token>');
+      throw new UnauthorizedException(
+        allowQuery
+          ? 'Missing bearer token: send Authorization: Bearer <token>, or ?access_token=<token> ' +
+              'where a header cannot be sent (a browser EventSource)'
+          : 'Missing bearer token: send Authorization: Bearer <token>',
+      );
     }
     const actor = await this.users.authenticate(token);
     if (!actor) throw new UnauthorizedException('Unknown or revoked token');
