@@ -150,7 +150,7 @@ export async function growthStep(
 
   const stops = (ids: string[], title: string, meter?: CpuMeter) =>
     load({
-      title: `${STOP} (${title})`,
+      title,
       connections: ctx.concurrency,
       amount: ids.length,
       build: (i) => ({ method: 'POST', path: `/api/instances/${ids[i]}/stop` }),
@@ -177,7 +177,7 @@ export async function growthStep(
     });
 
     const stopMeter = ctx.service.meter();
-    const stop = await stops(create.ids, `${roundRows} rows${tag}`, stopMeter);
+    const stop = await stops(create.ids, titled(STOP, roundRows, tag), stopMeter);
     const stopDrain = await waitQuiet(ctx, create.ids.length);
     rounds.push({
       rows: roundRows,
@@ -210,7 +210,7 @@ export async function growthStep(
     queuePaused = { create: paused.result, cpu: paused.cpu, drainSeconds };
     // Stopped again, unmeasured, as the other accept runs' instances are: the next size's table
     // then holds as many online rows as it did before this run existed.
-    const restop = await stops(paused.ids, 'after the paused run');
+    const restop = await stops(paused.ids, `${STOP} (after the paused run)`);
     const problems = assertClean(restop);
     if (problems.length > 0) throw new BenchError(problems.join('; '));
     await waitQuiet(ctx, paused.ids.length);
